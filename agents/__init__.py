@@ -1,0 +1,3 @@
+"""Meta-RL agents; importing this package registers every shipped agent."""
+
+from metarl.agents import maml_trpo  # noqa: F401

@@ -1,0 +1,1 @@
+"""Shipped YAML configs (installed as ``metarl.configs``); each overrides dataclass defaults."""

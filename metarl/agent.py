@@ -1,0 +1,60 @@
+"""The interface every meta-RL agent meets, and nothing more (a Protocol, not a base class).
+
+Training calls ``train_iteration``; evaluation calls ``adapt``.  Neither the training loop nor
+the evaluator knows which agent it drives, so every agent is measured the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import torch
+
+from metarl.rollout import Sampler
+from metarl.tasks import Task, TaskFamily
+from metarl.trajectories import Trajectories
+
+
+class MetaAgent(Protocol):
+    adaptation_unit: str
+    """What one adaptation stage is: ``"gradient step"``, ``"episode"``, ``"trajectory"``."""
+    meta_batch_size: int
+    """Training tasks drawn per iteration."""
+
+    def train_iteration(self, tasks: Sequence[Task], sampler: Sampler) -> dict[str, float]:
+        """Collect experience on ``tasks`` through ``sampler``, update, and return the stats
+        to log (names are namespaced: ``train/...``, ``loss/...``, ``time/...``)."""
+
+    def adapt(
+        self,
+        tasks: Sequence[Task],
+        sampler: Sampler,
+        *,
+        num_stages: int,
+        episodes_per_stage: int,
+        generator: torch.Generator,
+    ) -> Iterator[Trajectories]:
+        """Start from the meta-learned state and adapt to ``tasks``: yield the trajectories of
+        stage 0 (before adaptation) up to stage ``num_stages``, ``episodes_per_stage`` episodes
+        per task each, columns task-major.  Must not change the meta-learned parameters."""
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How to build an agent: its config dataclass and a constructor.
+
+    ``build(config, *, family, observation_dim, action_dim, device, generator)`` returns a
+    :class:`MetaAgent`.
+    """
+
+    name: str
+    description: str
+    config_class: type
+    build: Callable[..., MetaAgent]

@@ -1,0 +1,225 @@
+"""Typed configuration: frozen dataclasses with defaults; YAML files and ``key=value``
+overrides only change those defaults, and an unknown or mistyped key is an error naming it.
+
+A training config has a fixed top level (:class:`TrainConfig`) and an ``agent_options``
+section validated against the chosen agent's own config dataclass (declared beside the agent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from metarl.tasks import MetaRLError
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How held-out adaptation is measured (the same protocol for every agent)."""
+
+    interval: int = 25
+    """Evaluate on held-out tasks every this many iterations (0: only at the end of training)."""
+    num_tasks: int = 40
+    """Held-out tasks evaluated (at most the family's test split; MAML used 40)."""
+    num_stages: int = 3
+    """Adaptation stages after the first: gradient steps (MAML), further episodes (RL²),
+    further trajectories (PEARL).  Stage 0 is the meta-learned policy before adaptation."""
+    episodes_per_stage: int = 20
+    """Episodes per task and stage (MAML: the batch each gradient step is computed from)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run.  The defaults train MAML-TRPO on 2D navigation."""
+
+    env: str = "Navigation2D"
+    """Task family name (``metarl list`` shows them)."""
+    agent: str = "maml_trpo"
+    """Agent name (``metarl list`` shows them)."""
+    seed: int = 0
+    """Seeds the task split, task draws, network initialisation and action noise."""
+    device: str = "auto"
+    """Where updates run: ``auto`` (cuda if available), ``cpu`` or ``cuda``. Rollouts run on CPU."""
+    num_iterations: int = 150
+    """Meta-training iterations (one meta-batch of tasks each)."""
+    checkpoint_interval: int = 10
+    """Write a checkpoint every this many iterations (and at the end)."""
+    run_dir: str = ""
+    """Where logs and checkpoints go; empty: ``runs/<env>-<agent>-seed<seed>-<time>``."""
+    torch_threads: int = 1
+    """Torch intra-op threads; 1 leaves the other core to the environments."""
+    progress: bool = True
+    """Show a progress bar when output is a terminal."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    env_options: dict = field(default_factory=dict)
+    """Passed to the family's vector-env constructor (e.g. ``engine``)."""
+    agent_options: dict = field(default_factory=dict)
+    """Overrides of the agent's own config dataclass (validated against it)."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, option, key)
+            except MetaRLError as error:
+                errors.append(str(error))
+        raise MetaRLError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise MetaRLError(f"config key {key!r}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif is_dataclass(tp):
+        if isinstance(value, dict):
+            return build_dataclass(tp, value, prefix=f"{key}.")
+        if isinstance(value, tp):
+            return value
+    else:
+        return value
+    raise MetaRLError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], *, prefix: str = "") -> Any:
+    """Instantiate ``cls`` from ``values``, rejecting unknown keys and wrong types by name."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MetaRLError(
+            f"unknown config key {prefix + unknown[0]!r}; accepted: "
+            + ", ".join(prefix + name for name in sorted(known))
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain, YAML-serialisable dict of a (nested) config dataclass."""
+    def convert(value: Any) -> Any:
+        if is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'agent_options.inner_lr=0.05'`` → ``(['agent_options', 'inner_lr'], 0.05)``."""
+    if "=" not in text:
+        raise MetaRLError(
+            f"malformed override {text!r}; expected key=value, e.g. seed=1 or agent_options.inner_lr=0.05"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise MetaRLError(
+            f"malformed override {text!r}; the key must be dotted names, e.g. evaluation.interval=10"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise MetaRLError(f"malformed override {text!r}: the value is not valid YAML") from None
+    return key.split("."), value
+
+
+def _set_nested(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise MetaRLError(f"config key {'.'.join(path)!r}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        from metarl import configs as shipped_configs
+
+        shipped = Path(shipped_configs.__file__).parent
+        candidate = shipped / (path.name if path.suffix else f"{path.name}.yaml")
+        if candidate.is_file():
+            path = candidate
+        else:
+            names = sorted(p.stem for p in shipped.glob("*.yaml"))
+            raise MetaRLError(
+                f"config file {str(path)!r} not found; give a YAML path or a shipped config: "
+                + ", ".join(names)
+            )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise MetaRLError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise MetaRLError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults ← YAML file (if any) ← ``key=value`` overrides, validated at every level."""
+    tree: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_nested(tree, keys, value)
+    config = build_dataclass(TrainConfig, tree)
+    from metarl.registry import get_agent_spec
+    from metarl.tasks import get_family
+
+    get_family(config.env)  # raises on an unknown family, listing the accepted ones
+    spec = get_agent_spec(config.agent)
+    build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise MetaRLError(f"config key 'device': {config.device!r}; accepted: auto, cpu, cuda")
+    return config
+
+
+def agent_config(config: TrainConfig) -> Any:
+    from metarl.registry import get_agent_spec
+
+    spec = get_agent_spec(config.agent)
+    return build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,92 @@
+"""One logger per run: TensorBoard scalars plus plain files in the run directory.
+
+The run directory holds ``config.yaml`` (the full resolved config), ``versions.json`` (package
+versions, git revision, machine), ``tasks.json`` (the task split), ``metrics.jsonl`` (every
+logged scalar, one JSON line per step) and the TensorBoard event files.  Tags are namespaced
+(``train/``, ``loss/``, ``eval/``, ``time/``); the x-axis is environment steps.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+PACKAGES = ("metarl", "torch", "gymnasium", "mujoco", "numpy", "tensorboard", "metaworld")
+
+
+def environment_info() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "packages": versions,
+        "git_revision": revision,
+        "command": sys.argv,
+    }
+
+
+class Logger:
+    """Writes scalars to TensorBoard and ``metrics.jsonl``; text and files to the run dir."""
+
+    def __init__(self, run_dir: Path, *, purge_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+
+    def write_run_files(self, config: dict[str, Any]) -> None:
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (self.run_dir / "versions.json").write_text(json.dumps(environment_info(), indent=1))
+
+    def log_scalars(self, scalars: dict[str, float], *, step: int, iteration: int | None = None) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, global_step=step)
+        record = {"env_steps": step, **({"iteration": iteration} if iteration is not None else {}), **scalars}
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        self.writer.add_hparams(flat, metrics, run_name=".")
+
+    def log_figure(self, tag: str, figure: Any, *, step: int) -> None:
+        self.writer.add_figure(tag, figure, global_step=step)
+
+    def log_text(self, tag: str, text: str, *, step: int = 0) -> None:
+        self.writer.add_text(tag, text, global_step=step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self._metrics.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self._metrics.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

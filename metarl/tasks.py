@@ -1,0 +1,169 @@
+"""Task families and the seeded task sampler.
+
+A *task* is a plain value: a ``dict`` mapping parameter names to JSON-serialisable numbers or
+lists (``{"goal": [0.1, -0.3]}``, ``{"velocity": 1.2}``).  Tasks are drawn from a family's
+distribution with a seeded :class:`numpy.random.Generator` that the sampler owns; no global RNG
+is ever touched (oyster reseeds ``np.random`` inside ``sample_tasks`` and varibad documents
+duplicated tasks across workers because of it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Task = dict[str, Any]
+
+
+class MetaRLError(Exception):
+    """A user error: the message names what was wrong and what is accepted."""
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """A parameterised family of environments and the distribution its tasks come from.
+
+    ``num_train_tasks=None`` means the paper resamples training tasks every iteration (MAML);
+    otherwise a fixed set of ``num_train_tasks`` is drawn once, disjoint from the test set.
+    ``fixed_tasks`` lists an enumerable family (HalfCheetahDir's two directions); when
+    ``test_equals_train`` the paper evaluates on the training tasks themselves.
+    """
+
+    name: str
+    description: str
+    citation: str
+    sample_tasks: Callable[[np.random.Generator, int], list[Task]]
+    make_vector_env: Callable[..., Any]
+    max_episode_steps: int
+    num_test_tasks: int
+    num_train_tasks: int | None = None
+    fixed_tasks: tuple[Task, ...] | None = None
+    test_equals_train: bool = False
+    task_parameter: str | None = None
+    """Name of the scalar task parameter used for per-task diagnostics plots (e.g. ``velocity``)."""
+    sample_ood_tasks: Callable[[np.random.Generator, int], list[Task]] | None = None
+    """Out-of-distribution tasks (e.g. velocities beyond the training range), if defined."""
+    make_env: Callable[..., Any] | None = None
+    """Single Gymnasium env constructor (``make_env(task=None, **kw)``), for checkers and rendering."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+_FAMILIES: dict[str, TaskFamily] = {}
+
+
+def register_family(family: TaskFamily) -> TaskFamily:
+    """Add ``family`` to the registry under its name (re-registering the same name replaces it)."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> TaskFamily:
+    import metarl.envs  # noqa: F401  (registers the shipped families)
+
+    if name not in _FAMILIES:
+        raise MetaRLError(
+            f"unknown env family {name!r}; accepted: {', '.join(sorted(_FAMILIES))}"
+        )
+    return _FAMILIES[name]
+
+
+def list_families() -> list[TaskFamily]:
+    import metarl.envs  # noqa: F401
+
+    return [_FAMILIES[name] for name in sorted(_FAMILIES)]
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+class TaskSampler:
+    """Draws training tasks and holds the fixed, reproducible held-out split of a family.
+
+    Three independent streams are derived from ``seed`` (via ``SeedSequence.spawn``): the fixed
+    train/test split, the per-iteration training draws, and the out-of-distribution split, so
+    that e.g. changing the meta-batch size never changes the test tasks.
+    """
+
+    def __init__(self, family: TaskFamily, seed: int) -> None:
+        self.family = family
+        self.seed = int(seed)
+        split_seq, train_seq, ood_seq = np.random.SeedSequence(self.seed).spawn(3)
+        self._split_rng = np.random.default_rng(split_seq)
+        self.rng = np.random.default_rng(train_seq)
+        self._ood_seq = ood_seq
+        if family.fixed_tasks is not None:
+            tasks = [dict(t) for t in family.fixed_tasks]
+            if family.test_equals_train:
+                self.train_tasks: list[Task] | None = tasks
+                self.test_tasks = list(tasks)
+            else:
+                order = self._split_rng.permutation(len(tasks))
+                num_test = family.num_test_tasks
+                self.test_tasks = [tasks[i] for i in order[:num_test]]
+                self.train_tasks = [tasks[i] for i in order[num_test:]]
+        elif family.num_train_tasks is None:
+            self.train_tasks = None
+            self.test_tasks = family.sample_tasks(self._split_rng, family.num_test_tasks)
+        else:
+            drawn = family.sample_tasks(
+                self._split_rng, family.num_train_tasks + family.num_test_tasks
+            )
+            self.train_tasks = drawn[: family.num_train_tasks]
+            self.test_tasks = drawn[family.num_train_tasks :]
+
+    def sample_train(self, num_tasks: int) -> list[Task]:
+        """``num_tasks`` training tasks: fresh draws, or a draw from the fixed training set."""
+        if self.train_tasks is None:
+            return self.family.sample_tasks(self.rng, num_tasks)
+        replace = num_tasks > len(self.train_tasks)
+        index = self.rng.choice(len(self.train_tasks), size=num_tasks, replace=replace)
+        return [dict(self.train_tasks[i]) for i in index]
+
+    def held_out(self, split: str = "test") -> list[Task]:
+        """The held-out tasks: ``test`` (the fixed split) or ``ood`` (out of distribution)."""
+        if split == "test":
+            return [dict(t) for t in self.test_tasks]
+        if split == "ood":
+            if self.family.sample_ood_tasks is None:
+                raise MetaRLError(
+                    f"env family {self.family.name!r} defines no out-of-distribution split; "
+                    "accepted: --split test"
+                )
+            rng = np.random.default_rng(self._ood_seq)  # same tasks on every call
+            return self.family.sample_ood_tasks(rng, self.family.num_test_tasks)
+        raise MetaRLError(f"unknown split {split!r}; accepted: test, ood")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def write(self, path: Path) -> None:
+        """Write the family, seed and task split to ``path`` (JSON) so a run records its tasks."""
+        payload = {
+            "family": self.family.name,
+            "seed": self.seed,
+            "train_tasks": _to_jsonable(self.train_tasks) if self.train_tasks is not None else
+            "resampled every iteration from the family's distribution",
+            "test_tasks": _to_jsonable(self.test_tasks),
+        }
+        path.write_text(json.dumps(payload, indent=1))
+
+
+def repeat_tasks(tasks: Sequence[Task], num_per_task: int) -> list[Task]:
+    """Task list for a vector env with ``num_per_task`` consecutive sub-envs per task."""
+    return [task for task in tasks for _ in range(num_per_task)]

@@ -1,0 +1,190 @@
+"""Meta-training: the whole data flow of metarl, the same for every agent.
+
+    TaskSampler(split, seed) ──tasks──▶ Sampler(VectorTaskEnv) ──Trajectories──▶ agent.train_iteration()
+            │                                                                          │
+            └──held-out tasks──▶ meta_evaluate(agent, ...) ──metrics──▶ Logger (TensorBoard, run dir)
+
+There are no per-agent branches here: what differs lives in the agent's own file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from metarl.agent import MetaAgent
+from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
+from metarl.config import TrainConfig, agent_config, build_dataclass, to_dict
+from metarl.device import resolve_device
+from metarl.evaluate import evaluation_scalars, meta_evaluate
+from metarl.logger import Logger
+from metarl.registry import get_agent_spec
+from metarl.rollout import Sampler
+from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class Run:
+    """Everything a run is made of, built identically for training, resuming and evaluation."""
+
+    config: TrainConfig
+    family: TaskFamily
+    task_sampler: TaskSampler
+    sampler: Sampler
+    agent: MetaAgent
+    device: torch.device
+
+
+def build_run(config: TrainConfig) -> Run:
+    family = get_family(config.env)
+    spec = get_agent_spec(config.agent)
+    device = resolve_device(config.device)
+    task_sampler = TaskSampler(family, config.seed)
+    sampler = Sampler(family, seed=config.seed, env_options=config.env_options)
+    probe = sampler.env(1)
+    generator = torch.Generator().manual_seed(config.seed)
+    agent = spec.build(
+        agent_config(config), family=family, observation_dim=probe.observation_dim,
+        action_dim=probe.action_dim, device=device, generator=generator,
+    )
+    return Run(config, family, task_sampler, sampler, agent, device)
+
+
+def evaluation_sampler(config: TrainConfig, family: TaskFamily) -> Sampler:
+    """A sampler of its own, so evaluation never advances the training streams."""
+    return Sampler(family, seed=config.seed + EVAL_SEED_OFFSET, env_options=config.env_options)
+
+
+def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | None = None,
+                 num_tasks: int | None = None) -> dict[str, Any]:
+    """Held-out evaluation of the run's agent with the config's protocol."""
+    ev = run.config.evaluation
+    tasks = run.task_sampler.held_out(split)[: num_tasks or ev.num_tasks]
+    eval_seed = run.config.seed if seed is None else seed
+    generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
+    sampler = Sampler(run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options)
+    try:
+        return meta_evaluate(run.agent, sampler, tasks, num_stages=ev.num_stages,
+                             episodes_per_stage=ev.episodes_per_stage, generator=generator)
+    finally:
+        sampler.close()
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.env}-{config.agent}-seed{config.seed}-{stamp}"
+
+
+def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", -1) <= iteration]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool = False) -> Path:
+    """Meta-train ``config``; returns the run directory.  ``resume_from``: a run directory whose
+    latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``)."""
+    torch.set_num_threads(config.torch_threads)
+    run = build_run(config)
+    run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
+    start_iteration = 0
+    purge_step = None
+    if resume_from is not None:
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise MetaRLError(f"no checkpoint in {str(run_dir)!r}; it has no checkpoints/iteration_*.pt")
+        state = load_checkpoint(path)
+        check_compatible(state["config"], to_dict(config))
+        run.agent.load_state_dict(state["agent"])
+        run.task_sampler.load_state_dict(state["task_sampler"])
+        run.sampler.load_state_dict(state["sampler"])
+        start_iteration = state["iteration"]
+        purge_step = run.sampler.env_steps + 1
+        _truncate_metrics(run_dir, start_iteration)
+    logger = Logger(run_dir, purge_step=purge_step)
+    config_dict = to_dict(config)
+    if resume_from is None:
+        logger.write_run_files(config_dict)
+        run.task_sampler.write(run_dir / "tasks.json")
+        logger.log_text("config", "```\n" + json.dumps(config_dict, indent=1) + "\n```")
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(run_dir, iteration, {
+            "config": config_dict,
+            "agent": run.agent.state_dict(),
+            "task_sampler": run.task_sampler.state_dict(),
+            "sampler": run.sampler.state_dict(),
+        })
+
+    show_progress = config.progress and not quiet and sys.stderr.isatty()
+    progress = tqdm(total=config.num_iterations, initial=start_iteration, disable=not show_progress,
+                    unit="it", dynamic_ncols=True)
+    if not quiet:
+        print(f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir}", file=sys.stderr)
+    ev = config.evaluation
+    latest_eval = float("nan")
+    try:
+        for iteration in range(start_iteration, config.num_iterations):
+            steps_before = run.sampler.env_steps
+            start = time.perf_counter()
+            tasks = run.task_sampler.sample_train(run.agent.meta_batch_size)
+            stats = run.agent.train_iteration(tasks, run.sampler)
+            seconds = time.perf_counter() - start
+            stats["time/iteration_seconds"] = seconds
+            stats["time/env_steps_per_second"] = (run.sampler.env_steps - steps_before) / max(seconds, 1e-9)
+            stats["train/env_steps"] = float(run.sampler.env_steps)
+            done = iteration + 1
+            if (ev.interval and done % ev.interval == 0) or done == config.num_iterations:
+                result = evaluate_run(run, iteration=done)
+                stats.update(evaluation_scalars(result))
+                latest_eval = result["stages"][-1]["return"]["mean"]
+            logger.log_scalars(stats, step=run.sampler.env_steps, iteration=done)
+            if done % config.checkpoint_interval == 0 or done == config.num_iterations:
+                checkpoint(done)
+            progress.update(1)
+            progress.set_postfix(env_steps=run.sampler.env_steps,
+                                 steps_per_s=f"{stats['time/env_steps_per_second']:.0f}",
+                                 eval=f"{latest_eval:.1f}")
+    finally:
+        progress.close()
+        logger.close()
+        run.sampler.close()
+    return run_dir
+
+
+def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
+    """Rebuild a run from its directory and latest checkpoint (for evaluation)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MetaRLError(f"run directory {str(run_dir)!r} does not exist; pass a directory made by 'metarl train'")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise MetaRLError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
+    values = yaml.safe_load(config_path.read_text())
+    if device is not None:
+        values["device"] = device
+    config = build_dataclass(TrainConfig, values)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise MetaRLError(f"no checkpoint in {str(run_dir)!r}; train longer than checkpoint_interval")
+    state = load_checkpoint(path)
+    run = build_run(config)
+    run.agent.load_state_dict(state["agent"])
+    run.sampler.load_state_dict(state["sampler"])
+    return run, state["iteration"]
