@@ -22,7 +22,7 @@ from metarl.networks import GaussianMLPPolicy, LinearFeatureBaseline
 from metarl.registry import register_agent
 from metarl.returns import discounted_returns, generalized_advantages, normalize_advantages
 from metarl.rollout import Sampler
-from metarl.tasks import Task
+from metarl.tasks import Task, TaskFamily
 from metarl.trajectories import Trajectories
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten
 
@@ -279,8 +279,10 @@ class MAMLTRPO:
         self.generator.set_state(state["generator"])
 
 
-def build(config: MAMLTRPOConfig, *, observation_dim: int, action_dim: int, device: torch.device,
-          generator: torch.Generator, **_: Any) -> MAMLTRPO:
+def build(config: MAMLTRPOConfig, *, family: TaskFamily, observation_dim: int, action_dim: int,
+          device: torch.device, generator: torch.Generator) -> MAMLTRPO:
+    """MAML needs nothing of the family beyond the observation and action sizes."""
+    del family
     return MAMLTRPO(config, observation_dim=observation_dim, action_dim=action_dim,
                     device=device, generator=generator)
 

@@ -58,6 +58,9 @@ def collect(env: VectorTaskEnv, actor: Actor, *, reset_seed: int | None = None) 
             truncated[t] = trunc & active
             mask[t] = active
             for key, value in info.items():
+                # Per-env scalars only ([B]): reward terms, success flags, distances.
+                if np.shape(value) != (B,):
+                    continue
                 if key not in infos:
                     infos[key] = np.zeros((horizon, B), dtype=np.float32)
                 infos[key][t] = value
@@ -80,7 +83,7 @@ def collect(env: VectorTaskEnv, actor: Actor, *, reset_seed: int | None = None) 
         terminated=torch.from_numpy(terminated[:T]),
         truncated=torch.from_numpy(truncated[:T]),
         mask=torch.from_numpy(mask[:T]),
-        infos={k: torch.from_numpy(v[:T]) for k, v in infos.items() if v.ndim == 2},
+        infos={k: torch.from_numpy(v[:T]) for k, v in infos.items()},
     )
 
 

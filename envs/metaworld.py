@@ -1,0 +1,208 @@
+"""Meta-World v3 benchmarks (Yu et al., 2019, "Meta-World: A Benchmark and Evaluation for
+Multi-Task and Meta Reinforcement Learning"; the ``metaworld`` 3.x package) as task families.
+
+Optional: install the ``metaworld`` extra (it pins ``mujoco==3.3.0``).  When ``import metaworld``
+works, importing this module registers ``ML10``, ``ML45`` and ``ML1-<env name>`` for each of
+the 50 v3 environments (e.g. ``ML1-reach-v3``); :func:`metaworld_family` builds any of them.
+
+The benchmark fixes its own split: ML1 draws 50 train and 50 test goals of one environment;
+ML10 (10 train / 5 test environments) and ML45 (45 / 5) draw 50 goals per environment.  A
+task is a JSON value naming one of the benchmark's tasks, ``{"benchmark": "ML10", "env_name":
+"reach-v3", "split": "train", "index": 3}`` (``index`` into the benchmark's ``train_tasks`` or
+``test_tasks``).  The family's ``sample_tasks(rng, num_train + num_test)`` returns every train
+task and then every test task, so :class:`metarl.tasks.TaskSampler` reproduces the benchmark's
+split exactly; any other count is a draw from the training tasks.  The benchmark is built
+lazily (on first use) with a fixed seed, because building ML45 resets 50 environments 50 times.
+Each step's ``info`` carries Meta-World's ``success`` flag (1.0 once the task is solved).
+"""
+
+from __future__ import annotations
+
+from functools import cache, partial
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metarl.envs.gym_ids import register_gym_id
+from metarl.tasks import MetaRLError, Task, TaskFamily, register_family
+from metarl.vector_env import GymVectorTaskEnv
+
+try:
+    import metaworld
+    import metaworld.env_dict
+except ImportError:  # the optional extra is not installed: nothing is registered
+    metaworld = None
+
+HORIZON = 500
+GOALS_PER_ENVIRONMENT = 50
+"""Meta-World draws 50 goals per environment class for each split."""
+BENCHMARK_SEED = 0
+BENCHMARKS = ("ML1", "ML10", "ML45")
+
+
+def available() -> bool:
+    """Whether the ``metaworld`` extra is installed."""
+    return metaworld is not None
+
+
+def _require_metaworld() -> None:
+    if metaworld is None:
+        raise MetaRLError(
+            "Meta-World families need the optional extra: pip install 'metarl[metaworld]'"
+        )
+
+
+def _environment_counts(benchmark: str, env_name: str | None) -> tuple[int, int]:
+    """Number of (train, test) environment classes, read without building the benchmark."""
+    if benchmark == "ML1":
+        return 1, 1
+    classes = metaworld.env_dict.ML10_V3 if benchmark == "ML10" else metaworld.env_dict.ML45_V3
+    return len(classes["train"]), len(classes["test"])
+
+
+@cache
+def load_benchmark(benchmark: str, env_name: str | None = None, seed: int = BENCHMARK_SEED) -> Any:
+    """Build (once per process) the ``metaworld.ML1(env_name)``, ``ML10`` or ``ML45`` benchmark."""
+    _require_metaworld()
+    if benchmark == "ML1":
+        if env_name not in metaworld.ML1.ENV_NAMES:
+            raise MetaRLError(f"unknown Meta-World env {env_name!r}; accepted: {metaworld.ML1.ENV_NAMES}")
+        return metaworld.ML1(env_name, seed=seed)
+    if benchmark == "ML10":
+        return metaworld.ML10(seed=seed)
+    if benchmark == "ML45":
+        return metaworld.ML45(seed=seed)
+    raise MetaRLError(f"unknown Meta-World benchmark {benchmark!r}; accepted: {BENCHMARKS}")
+
+
+def benchmark_tasks(benchmark: str, env_name: str | None = None, seed: int = BENCHMARK_SEED):
+    """Our task dicts for the benchmark's ``(train_tasks, test_tasks)``, in the benchmark's order."""
+    loaded = load_benchmark(benchmark, env_name, seed)
+
+    def describe(tasks: list[Any], split: str) -> list[Task]:
+        return [
+            {"benchmark": benchmark, "env_name": task.env_name, "split": split, "index": index}
+            for index, task in enumerate(tasks)
+        ]
+
+    return describe(loaded.train_tasks, "train"), describe(loaded.test_tasks, "test")
+
+
+class MetaWorldTaskEnv(gym.Env):
+    """One Gymnasium env serving any task of a Meta-World benchmark through ``set_task``.
+
+    Keeps one Meta-World env per environment class it has met and switches between them; the
+    observation ``[39]`` hides the goal (Meta-World's ML setting).  ``info["success"]`` is
+    Meta-World's success flag.  Call ``reset()`` after ``set_task``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        *,
+        benchmark: str,
+        env_name: str | None = None,
+        seed: int = BENCHMARK_SEED,
+    ) -> None:
+        self._benchmark = load_benchmark(benchmark, env_name, seed)
+        self._envs: dict[tuple[str, str], Any] = {}
+        train_tasks, _ = benchmark_tasks(benchmark, env_name, seed)
+        self.set_task(task if task is not None else train_tasks[0])
+        self.observation_space = self._active.observation_space
+        self.action_space = self._active.action_space
+
+    def set_task(self, task: Task) -> None:
+        split = task["split"]
+        if split not in ("train", "test"):
+            raise MetaRLError(f"Meta-World task split {split!r}; accepted: train, test")
+        tasks = self._benchmark.train_tasks if split == "train" else self._benchmark.test_tasks
+        classes = self._benchmark.train_classes if split == "train" else self._benchmark.test_classes
+        benchmark_task = tasks[task["index"]]
+        if benchmark_task.env_name != task["env_name"]:
+            raise MetaRLError(
+                f"task {task} names {task['env_name']!r} but the benchmark's task is "
+                f"{benchmark_task.env_name!r}; were the tasks drawn with another benchmark seed?"
+            )
+        key = (split, benchmark_task.env_name)
+        if key not in self._envs:
+            self._envs[key] = classes[benchmark_task.env_name]()
+        self._active = self._envs[key]
+        self._active.set_task(benchmark_task)
+        self.task = dict(task)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self._active.reset(seed=seed)
+
+    def step(self, action: np.ndarray):
+        observation, reward, terminated, truncated, info = self._active.step(action)
+        info = dict(info)
+        info["success"] = float(info.get("success", 0.0))
+        return observation, float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+
+
+def _family_name(benchmark: str, env_name: str | None) -> str:
+    return f"ML1-{env_name}" if benchmark == "ML1" else benchmark
+
+
+def metaworld_family(
+    benchmark: str, env_name: str | None = None, *, seed: int = BENCHMARK_SEED
+) -> TaskFamily:
+    """The TaskFamily of a Meta-World benchmark (``"ML1"`` with ``env_name``, ``"ML10"``, ``"ML45"``).
+
+    Not registered: :func:`register_metaworld_families` registers the defaults.
+    """
+    _require_metaworld()
+    if benchmark not in BENCHMARKS:
+        raise MetaRLError(f"unknown Meta-World benchmark {benchmark!r}; accepted: {BENCHMARKS}")
+    num_train_classes, num_test_classes = _environment_counts(benchmark, env_name)
+    num_train = num_train_classes * GOALS_PER_ENVIRONMENT
+    num_test = num_test_classes * GOALS_PER_ENVIRONMENT
+
+    def sample_tasks(rng: np.random.Generator, num_tasks: int) -> list[Task]:
+        train_tasks, test_tasks = benchmark_tasks(benchmark, env_name, seed)
+        if (len(train_tasks), len(test_tasks)) != (num_train, num_test):
+            raise MetaRLError(
+                f"Meta-World {benchmark} has {len(train_tasks)}/{len(test_tasks)} tasks; "
+                f"expected {num_train}/{num_test}: is the installed metaworld a 3.x release?"
+            )
+        if num_tasks == num_train + num_test:  # TaskSampler's split: the benchmark's own
+            return train_tasks + test_tasks
+        index = rng.choice(len(train_tasks), size=num_tasks, replace=num_tasks > len(train_tasks))
+        return [dict(train_tasks[i]) for i in index]
+
+    make_env = partial(MetaWorldTaskEnv, benchmark=benchmark, env_name=env_name, seed=seed)
+    return TaskFamily(
+        name=_family_name(benchmark, env_name),
+        description=f"Meta-World v3 {benchmark} {env_name or ''}: the benchmark's own tasks, horizon 500",
+        citation="Yu et al. (2019), Meta-World, sec. 4 (ML1/ML10/ML45); metaworld 3.x (v3 envs)",
+        sample_tasks=sample_tasks,
+        make_vector_env=lambda num_envs, *, seed=0, **options: GymVectorTaskEnv(
+            make_env, num_envs, max_episode_steps=HORIZON, seed=seed
+        ),
+        max_episode_steps=HORIZON,
+        num_train_tasks=num_train,
+        num_test_tasks=num_test,
+        task_parameter="env_name",
+        make_env=make_env,
+        metadata={"benchmark": benchmark, "env_name": env_name},
+    )
+
+
+def register_metaworld_families() -> list[TaskFamily]:
+    """Register ML10, ML45 and ML1-<name> for every v3 environment (when metaworld is installed)."""
+    if metaworld is None:
+        return []
+    families = [metaworld_family("ML10"), metaworld_family("ML45")]
+    families += [metaworld_family("ML1", name) for name in metaworld.ML1.ENV_NAMES]
+    return [register_gym_id(register_family(family)) for family in families]
+
+
+METAWORLD_FAMILIES = register_metaworld_families()

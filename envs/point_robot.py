@@ -1,0 +1,199 @@
+"""Point robot navigation, dense and sparse (Rakelly et al., 2019, "Efficient Off-Policy
+Meta-Reinforcement Learning via Probabilistic Context Variables" (PEARL), appendix: 2D
+navigation ``point-robot`` and ``sparse-point-robot``).
+
+A point starts at the origin and moves by its action, clipped to ``[-0.1, 0.1]^2``; the
+observation is its position ``[2]``; there is no termination and the horizon is 20.
+
+- ``PointRobot-Dense``: reward ``-||p - g||_2``, goals ``g ~ U[-1, 1]^2``, 80 train / 20 test.
+- ``PointRobot-Sparse``: reward ``1 - d`` if ``d = ||p - g||_2 <= 0.2`` else ``0``; 100 goals
+  evenly spaced on the upper unit half-circle, split 80 train / 20 test.  The dense reward is in
+  ``info["reward_dense"]`` (PEARL meta-trains on it and evaluates on the sparse one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from metarl.envs.gym_ids import register_gym_id
+from metarl.envs.oracle import vector_encoder
+from metarl.tasks import Task, TaskFamily, register_family
+from metarl.vector_env import check_actions, check_tasks
+
+ACTION_BOUND = 0.1
+HORIZON = 20
+GOAL_RADIUS = 0.2
+NUM_HALF_CIRCLE_GOALS = 100
+
+
+def sample_dense_goals(rng: np.random.Generator, num_tasks: int) -> list[Task]:
+    """Goals ``g ~ U[-1, 1]^2``."""
+    goals = rng.uniform(-1.0, 1.0, size=(num_tasks, 2))
+    return [{"goal": [float(x), float(y)]} for x, y in goals]
+
+
+def sample_ood_dense_goals(rng: np.random.Generator, num_tasks: int) -> list[Task]:
+    """Goals in ``[-2, 2]^2`` outside the training square (``||g||_inf > 1``)."""
+    goals: list[Task] = []
+    while len(goals) < num_tasks:
+        goal = rng.uniform(-2.0, 2.0, size=2)
+        if np.max(np.abs(goal)) > 1.0:
+            goals.append({"goal": [float(goal[0]), float(goal[1])]})
+    return goals
+
+
+def half_circle_goals(num_goals: int = NUM_HALF_CIRCLE_GOALS) -> tuple[Task, ...]:
+    """``num_goals`` goals at angles ``linspace(0, π, num_goals)`` on the unit circle."""
+    angles = np.linspace(0.0, np.pi, num_goals)
+    return tuple({"goal": [float(np.cos(a)), float(np.sin(a))]} for a in angles)
+
+
+SPARSE_GOALS = half_circle_goals()
+
+
+def sample_sparse_goals(rng: np.random.Generator, num_tasks: int) -> list[Task]:
+    """``num_tasks`` draws (with replacement past 100) from the evenly spaced half-circle goals."""
+    replace = num_tasks > len(SPARSE_GOALS)
+    index = rng.choice(len(SPARSE_GOALS), size=num_tasks, replace=replace)
+    return [dict(SPARSE_GOALS[i]) for i in index]
+
+
+class PointRobotVectorEnv:
+    """A batch of point robots, each with its own goal, stepped in NumPy.
+
+    Implements :class:`metarl.vector_env.VectorTaskEnv`: observations ``[num_envs, 2]`` are the
+    positions.  ``sparse=True`` makes the sparse reward the reward; both rewards are in ``infos``
+    (``reward_dense``, ``reward_sparse``) together with ``distance``.
+    """
+
+    observation_dim = 2
+    action_dim = 2
+
+    def __init__(
+        self,
+        num_envs: int,
+        *,
+        sparse: bool,
+        seed: int = 0,
+        max_episode_steps: int = HORIZON,
+    ) -> None:
+        self.num_envs = num_envs
+        self.sparse = sparse
+        self.max_episode_steps = max_episode_steps
+        self.action_low = np.full(2, -ACTION_BOUND, dtype=np.float32)
+        self.action_high = np.full(2, ACTION_BOUND, dtype=np.float32)
+        self.goals = np.zeros((num_envs, 2), dtype=np.float64)
+        self.positions = np.zeros((num_envs, 2), dtype=np.float64)
+        self._elapsed = 0
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        check_tasks(self, tasks)
+        self.goals = np.asarray([task["goal"] for task in tasks], dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None) -> np.ndarray:
+        self.positions = np.zeros((self.num_envs, 2), dtype=np.float64)
+        self._elapsed = 0
+        return self.positions.astype(np.float32)
+
+    def step(self, actions: np.ndarray):
+        actions = check_actions(self, actions)
+        self.positions = self.positions + np.clip(actions, -ACTION_BOUND, ACTION_BOUND)
+        distance = np.linalg.norm(self.positions - self.goals, axis=1)
+        reward_dense = -distance
+        # PEARL's sparsify_rewards: zero outside the goal radius, shifted positive inside it.
+        reward_sparse = np.where(distance <= GOAL_RADIUS, 1.0 - distance, 0.0)
+        rewards = reward_sparse if self.sparse else reward_dense
+        self._elapsed += 1
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.full(self.num_envs, self._elapsed >= self.max_episode_steps)
+        infos = {
+            "reward_dense": reward_dense,
+            "reward_sparse": reward_sparse,
+            "distance": distance,
+        }
+        return self.positions.astype(np.float32), rewards.astype(np.float32), terminated, truncated, infos
+
+    def close(self) -> None:
+        pass
+
+
+class PointRobotEnv(gym.Env):
+    """Single-environment Gymnasium view of the point robot (for ``check_env`` and users)."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, task: Task | None = None, *, sparse: bool = False) -> None:
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,), dtype=np.float32)
+        self._batch = PointRobotVectorEnv(1, sparse=sparse)
+        self.set_task(task or {"goal": [1.0, 0.0]})
+
+    def set_task(self, task: Task) -> None:
+        self.task = dict(task)
+        self._batch.set_tasks([task])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self._batch.reset()[0], {}
+
+    def step(self, action):
+        observations, rewards, terminated, _, infos = self._batch.step(np.asarray(action)[None])
+        info = {key: float(value[0]) for key, value in infos.items()}
+        return observations[0], float(rewards[0]), bool(terminated[0]), False, info
+
+
+def _make_dense_env(task: Task | None = None, **kwargs: Any) -> PointRobotEnv:
+    return PointRobotEnv(task, sparse=False, **kwargs)
+
+
+def _make_sparse_env(task: Task | None = None, **kwargs: Any) -> PointRobotEnv:
+    return PointRobotEnv(task, sparse=True, **kwargs)
+
+
+POINT_ROBOT_DENSE = register_gym_id(
+    register_family(
+        TaskFamily(
+            name="PointRobot-Dense",
+            description="point to a goal in U[-1,1]^2, reward -distance, horizon 20, 80/20 tasks",
+            citation="Rakelly et al. (2019), PEARL, appendix: point-robot 2D navigation",
+            sample_tasks=sample_dense_goals,
+            make_vector_env=lambda num_envs, *, seed=0, **kw: PointRobotVectorEnv(
+                num_envs, sparse=False, seed=seed
+            ),
+            max_episode_steps=HORIZON,
+            num_train_tasks=80,
+            num_test_tasks=20,
+            task_parameter="goal",
+            sample_ood_tasks=sample_ood_dense_goals,
+            make_env=_make_dense_env,
+            metadata={"encode_task": vector_encoder("goal", 2)},
+        )
+    )
+)
+
+POINT_ROBOT_SPARSE = register_gym_id(
+    register_family(
+        TaskFamily(
+            name="PointRobot-Sparse",
+            description=(
+                "point to a goal on the unit half-circle, reward 1-d inside radius 0.2 else 0 "
+                "(dense reward in info), horizon 20, 80/20 of 100 evenly spaced goals"
+            ),
+            citation="Rakelly et al. (2019), PEARL, appendix: sparse-point-robot",
+            sample_tasks=sample_sparse_goals,
+            make_vector_env=lambda num_envs, *, seed=0, **kw: PointRobotVectorEnv(
+                num_envs, sparse=True, seed=seed
+            ),
+            max_episode_steps=HORIZON,
+            num_train_tasks=80,
+            num_test_tasks=20,
+            fixed_tasks=SPARSE_GOALS,
+            task_parameter="goal",
+            make_env=_make_sparse_env,
+            metadata={"encode_task": vector_encoder("goal", 2)},
+        )
+    )
+)
