@@ -24,9 +24,13 @@ from metarl.returns import discounted_returns, generalized_advantages, normalize
 from metarl.rollout import Sampler
 from metarl.tasks import Task, TaskFamily
 from metarl.trajectories import Trajectories
-from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten
+from metarl.tasks import MetaRLError
+from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten_like
 
 Params = dict[str, torch.Tensor]
+
+
+FISHER_PRODUCTS = ("exact", "exact_autograd", "post_adaptation")
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,14 @@ class MAMLTRPOConfig:
     gae_lambda: float = 1.0
     max_kl: float = 0.01
     """Trust-region radius: mean KL between post-adaptation policies before and after a step."""
-    fisher_through_adaptation: bool = False
-    """Differentiate the KL's Hessian through the inner updates too (exact but ~10x slower).
-    When False, the Fisher-vector product treats the inner update as a constant shift of the
-    parameters; the line search still checks the exact post-adaptation KL, so the trust region
-    holds either way."""
+    fisher: str = "exact"
+    """Fisher-vector product of the outer TRPO step.  ``exact``: the Hessian of the mean KL of
+    the post-adaptation policies w.r.t. the meta-parameters, through the inner updates,
+    computed in factored form ``J^T M J`` (J: Jacobian of the adaptation, M: Fisher of the
+    adapted policy) with one-level graphs; ``exact_autograd``: the same Hessian by double
+    backward through the whole adaptation (slower; the reference); ``post_adaptation``: M alone,
+    treating the inner update as a constant shift (cheapest, poorer steps).  The line search
+    checks the exact post-adaptation KL in every case, so the trust region always holds."""
     cg_iterations: int = 10
     cg_damping: float = 1e-5
     line_search_backtrack_ratio: float = 0.8
@@ -94,6 +101,10 @@ class MAMLTRPO:
 
     def __init__(self, config: MAMLTRPOConfig, *, observation_dim: int, action_dim: int,
                  device: torch.device, generator: torch.Generator):
+        if config.fisher not in FISHER_PRODUCTS:
+            raise MetaRLError(
+                f"agent_options.fisher: {config.fisher!r}; accepted: {', '.join(FISHER_PRODUCTS)}"
+            )
         self.config = config
         self.meta_batch_size = config.meta_batch_size
         self.device = device
@@ -154,6 +165,15 @@ class MAMLTRPO:
         return {name: value.detach().requires_grad_() for name, value in params.items()}
 
     # ----------------------------------------------------------------------------- outer loop
+    @staticmethod
+    def _mean_kl(distribution: torch.distributions.Normal, old: torch.distributions.Normal,
+                 outer: _Batch) -> torch.Tensor:
+        """Mean over tasks of the masked mean per-step KL(old || new); distributions ``[N, T*E, A]``."""
+        T, N, E = outer.mask.shape
+        kl_steps = torch.distributions.kl_divergence(old, distribution).sum(-1)  # [N, T*E]
+        kl_mask = outer.mask.permute(1, 0, 2).reshape(N, T * E)
+        return ((kl_steps * kl_mask).sum(1) / kl_mask.sum(1)).mean()
+
     def _meta_objective(self, inner: Sequence[_Batch], outer: _Batch, old_log_probs: torch.Tensor,
                         old: torch.distributions.Normal, *, create_graph: bool):
         """Surrogate loss and mean KL after adaptation, as functions of the meta-parameters."""
@@ -161,13 +181,50 @@ class MAMLTRPO:
         adapted = self._adapt(inner, N, create_graph=create_graph)
         log_probs, distribution = self._log_probs(adapted, outer)
         ratio = torch.exp(log_probs - old_log_probs)
-        mask_sum = outer.mask.sum((0, 2))
-        loss = (-(ratio * outer.advantages * outer.mask).sum((0, 2)) / mask_sum).mean()
-        kl_steps = torch.distributions.kl_divergence(old, distribution).sum(-1)  # [N, T*E]
-        T, _, E = outer.mask.shape
-        kl_mask = outer.mask.permute(1, 0, 2).reshape(N, T * E)
-        kl = ((kl_steps * kl_mask).sum(1) / mask_sum).mean()
-        return loss, kl
+        loss = (-(ratio * outer.advantages * outer.mask).sum((0, 2)) / outer.mask.sum((0, 2))).mean()
+        return loss, self._mean_kl(distribution, old, outer)
+
+    def _factored_fisher_product(self, inner: Sequence[_Batch], outer: _Batch,
+                                 old: torch.distributions.Normal, *, through_adaptation: bool):
+        """``v ↦ J^T M J v`` (flat vectors over the meta-parameters).
+
+        At the current parameters the KL and its gradient vanish, so the Hessian of the KL
+        through the adaptation ``θ' = θ - α ∇L(θ)`` is exactly ``J^T M J`` with
+        ``J = Π_k (I - α H_k)`` (H_k: per-task Hessian of the k-th inner loss) and M the Hessian
+        of the KL w.r.t. the adapted parameters.  Each factor is a Hessian-vector product on a
+        one-level graph, far cheaper than differentiating a third-order graph.
+        """
+        N = outer.observations.shape[1]
+        lr = self.config.inner_lr
+        steps: list[tuple[Params, tuple[torch.Tensor, ...]]] = []
+        params = self._detach(self._per_task(N))
+        for batch in inner:
+            log_probs, _ = self._log_probs(params, batch)
+            per_task = -(log_probs * batch.advantages * batch.mask).sum((0, 2)) / batch.mask.sum((0, 2))
+            grads = torch.autograd.grad(per_task.sum(), list(params.values()), create_graph=through_adaptation)
+            steps.append((params, grads))
+            params = self._detach({n: v - lr * g for (n, v), g in zip(params.items(), grads)})
+        _, distribution = self._log_probs(params, outer)
+        kl = self._mean_kl(distribution, old, outer)
+        kl_grads = torch.autograd.grad(kl, list(params.values()), create_graph=True)
+        shared = list(self.policy.parameters())
+
+        def hessian_product(leaf: Params, grads, vectors):
+            dot = sum((g * v).sum() for g, v in zip(grads, vectors))
+            return torch.autograd.grad(dot, list(leaf.values()), retain_graph=True)
+
+        def product(flat: torch.Tensor) -> torch.Tensor:
+            vectors = [v.unsqueeze(0).expand(N, *v.shape) for v in unflatten_like(flat, shared)]
+            if through_adaptation:
+                for leaf, grads in steps:  # J v
+                    vectors = [v - lr * h for v, h in zip(vectors, hessian_product(leaf, grads, vectors))]
+            vectors = list(hessian_product(params, kl_grads, vectors))  # M J v
+            if through_adaptation:
+                for leaf, grads in reversed(steps):  # J^T M J v
+                    vectors = [v - lr * h for v, h in zip(vectors, hessian_product(leaf, grads, vectors))]
+            return flatten([v.sum(0) for v in vectors])  # the meta-parameters are shared by all tasks
+
+        return product
 
     def train_iteration(self, tasks: Sequence[Task], sampler: Sampler) -> dict[str, float]:
         c = self.config
@@ -214,13 +271,19 @@ class MAMLTRPO:
         parameters = list(self.policy.parameters())
         loss, kl = self._meta_objective(inner, outer, old_log_probs, old, create_graph=create_graph)
         gradient = flatten(torch.autograd.grad(loss, parameters, retain_graph=True))
-        if not (c.fisher_through_adaptation and create_graph):
-            _, kl = self._meta_objective(inner, outer, old_log_probs, old, create_graph=False)
-        kl_gradient = flatten(torch.autograd.grad(kl, parameters, create_graph=True))
+        if c.fisher == "exact_autograd" and create_graph:
+            kl_gradient = flatten(torch.autograd.grad(kl, parameters, create_graph=True))
+
+            def fisher_product(vector: torch.Tensor) -> torch.Tensor:
+                return flatten(torch.autograd.grad(kl_gradient @ vector, parameters, retain_graph=True))
+        else:
+            # First-order MAML treats the adaptation as a shift, so its Fisher is M alone.
+            fisher_product = self._factored_fisher_product(
+                inner, outer, old, through_adaptation=c.fisher != "post_adaptation" and create_graph
+            )
 
         def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
-            product = torch.autograd.grad(kl_gradient @ vector, parameters, retain_graph=True)
-            return flatten(product) + c.cg_damping * vector
+            return fisher_product(vector) + c.cg_damping * vector
 
         direction = conjugate_gradient(fisher_vector_product, gradient, num_iterations=c.cg_iterations)
         curvature = direction @ fisher_vector_product(direction)

@@ -75,9 +75,30 @@ def test_first_order_meta_gradient_differs_from_the_true_gradient():
     assert relative > 1e-2, relative
 
 
-@pytest.mark.parametrize("fisher_through_adaptation", [False, True])
-def test_trpo_step_respects_the_trust_region_and_improves(fisher_through_adaptation):
-    agent = tiny_agent(max_kl=0.01, fisher_through_adaptation=fisher_through_adaptation)
+def test_factored_fisher_product_equals_the_hessian_of_the_kl_through_adaptation():
+    agent = tiny_agent()
+    inner, outer, old_log_probs, old = objective_pieces(agent)
+    parameters = list(agent.policy.parameters())
+    _, kl = agent._meta_objective(inner, outer, old_log_probs, old, create_graph=True)
+    kl_gradient = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, parameters, create_graph=True)])
+    factored = agent._factored_fisher_product(inner, outer, old, through_adaptation=True)
+    shift_only = agent._factored_fisher_product(inner, outer, old, through_adaptation=False)
+    for seed in range(3):
+        v = torch.randn(kl_gradient.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        reference = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl_gradient @ v, parameters, retain_graph=True)])
+        torch.testing.assert_close(factored(v), reference, rtol=1e-8, atol=1e-10)
+        assert (shift_only(v) - reference).norm() > 1e-3 * reference.norm()
+
+
+def test_unknown_fisher_option_is_named():
+    from metarl.tasks import MetaRLError
+    with pytest.raises(MetaRLError, match="accepted: exact, exact_autograd, post_adaptation"):
+        tiny_agent(fisher="diagonal")
+
+
+@pytest.mark.parametrize("fisher", ["exact", "exact_autograd", "post_adaptation"])
+def test_trpo_step_respects_the_trust_region_and_improves(fisher):
+    agent = tiny_agent(max_kl=0.01, fisher=fisher)
     inner, outer, old_log_probs, old = objective_pieces(agent)
     before = copy.deepcopy(agent.policy.state_dict())
     loss_before = agent._meta_objective(inner, outer, old_log_probs, old, create_graph=False)

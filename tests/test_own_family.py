@@ -9,18 +9,22 @@ import numpy as np
 
 from metarl.tasks import TaskSampler, get_family
 
-DOC = Path(__file__).resolve().parents[1] / "docs_own_family.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _example_code() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    section = DOC.read_text().split("## Your own task family", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 1, "the section has exactly one Python example"
     return blocks[0]
 
 
-def test_own_family_example_registers_samples_and_steps():
+def test_own_family_example_registers_samples_steps_and_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(_example_code(), str(DOC), "exec"), namespace)  # runs the rollout it shows
+    exec(compile(_example_code(), str(DOC), "exec"), namespace)  # runs the rollout and training it shows
+    run_dir = namespace["run_dir"]
+    assert (tmp_path / run_dir / "checkpoints" / "iteration_000002.pt").is_file()
     family = get_family("SwimmerVel")
     assert family is namespace["SWIMMER_VEL"]
     first, second = TaskSampler(family, seed=0), TaskSampler(family, seed=0)
