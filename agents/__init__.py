@@ -1,3 +1,4 @@
 """Meta-RL agents; importing this package registers every shipped agent."""
 
 from metarl.agents import maml_trpo  # noqa: F401
+from metarl.agents import rl2  # noqa: F401

@@ -47,7 +47,7 @@ class TrainConfig:
     """Seeds the task split, task draws, network initialisation and action noise."""
     device: str = "auto"
     """Where updates run: ``auto`` (cuda if available), ``cpu`` or ``cuda``. Rollouts run on CPU."""
-    num_iterations: int = 150
+    num_iterations: int = 80
     """Meta-training iterations (one meta-batch of tasks each)."""
     checkpoint_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end)."""
