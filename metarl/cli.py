@@ -1,4 +1,4 @@
-"""Command line: ``metarl train|evaluate|list`` (also ``python -m metarl``).
+"""Command line: ``metarl train|evaluate|compare|list`` (also ``python -m metarl``).
 
 User errors (bad config keys, unknown names, missing run directories) exit with status 2 and
 one line naming what was wrong and what is accepted; tracebacks are for bugs only.
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: train, evaluate, list.")
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: train, evaluate, compare, list.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="meta-train an agent (default: MAML-TRPO on 2D navigation)")
@@ -36,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
                           help="evaluation seeds (action noise, env resets); default: the run's seed")
     evaluate.add_argument("--num-tasks", type=int, default=None)
     evaluate.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+
+    compare = commands.add_parser("compare", help="evaluate several runs (agents, seeds, baselines) side by side")
+    compare.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    compare.add_argument("--split", default="test", choices=["test", "ood"])
+    compare.add_argument("--seeds", type=int, nargs="+", default=None,
+                         help="evaluation seeds for every run; default: each run's own seed")
+    compare.add_argument("--num-tasks", type=int, default=None)
+    compare.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    compare.add_argument("--pool-seeds", action="store_true",
+                         help="one curve per env and agent, pooling its runs (training seeds)")
+    compare.add_argument("--output", default="compare.png", metavar="PNG",
+                         help="where to draw the plot (the table also goes to the same name .json)")
 
     commands.add_parser("list", help="list env families, agents and shipped configs")
     return parser
@@ -78,28 +90,107 @@ def cmd_train(options: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(options: argparse.Namespace) -> int:
-    from metarl.evaluate import combine_seeds, evaluation_scalars, format_table
-    from metarl.logger import Logger
+def _evaluate_dir(run_dir: Path, *, split: str, seeds: list[int] | None, num_tasks: int | None,
+                  device: str | None) -> dict:
+    """Evaluate a run directory's latest checkpoint with the shared protocol; the result carries
+    ``run_dir, split, seeds, iteration, env, agent, train_env_steps``."""
+    from metarl.evaluate import combine_seeds
     from metarl.train import evaluate_run, load_run
 
-    run, iteration = load_run(Path(options.run_dir), device=options.device)
-    seeds = options.seeds or [run.config.seed]
-    results = [evaluate_run(run, iteration=iteration, split=options.split, seed=seed,
-                            num_tasks=options.num_tasks) for seed in seeds]
+    if num_tasks is not None and num_tasks < 1:
+        raise MetaRLError(f"--num-tasks must be at least 1; got {num_tasks}")
+    run, iteration = load_run(run_dir, device=device)
+    seeds = seeds or [run.config.seed]
+    results = [evaluate_run(run, iteration=iteration, split=split, seed=seed, num_tasks=num_tasks)
+               for seed in seeds]
     result = combine_seeds(results) if len(results) > 1 else results[0]
-    result.update({"run_dir": str(options.run_dir), "split": options.split, "seeds": seeds,
-                   "iteration": iteration, "env": run.config.env, "agent": run.config.agent,
-                   "env_steps": run.sampler.env_steps})
-    out = Path(options.run_dir) / "eval.json"
+    result.update({"run_dir": str(run_dir), "split": split, "seeds": seeds, "iteration": iteration,
+                   "env": run.config.env, "agent": run.config.agent, "requested_num_tasks": num_tasks,
+                   "train_env_steps": run.sampler.env_steps})
+    return result
+
+
+def _eval_name(split: str) -> str:
+    return "eval" if split == "test" else f"eval_{split}"
+
+
+def cmd_evaluate(options: argparse.Namespace) -> int:
+    from metarl.evaluate import evaluation_scalars, format_table
+    from metarl.logger import Logger
+    from metarl.plots import adaptation_curve_figure, per_task_figure, save_figure
+    from metarl.tasks import get_family
+
+    run_dir = Path(options.run_dir)
+    result = _evaluate_dir(run_dir, split=options.split, seeds=options.seeds,
+                           num_tasks=options.num_tasks, device=options.device)
+    out = run_dir / f"{_eval_name(options.split)}.json"
     out.write_text(json.dumps(result, indent=1))
-    logger = Logger(Path(options.run_dir))
-    logger.log_scalars(evaluation_scalars(result, prefix=f"eval_{options.split}"), step=run.sampler.env_steps)
+    logger = Logger(run_dir)
+    logger.log_scalars(evaluation_scalars(result, prefix=f"eval_{options.split}"),
+                       step=result["train_env_steps"])
     logger.close()
-    title = (f"{run.config.agent} on {run.config.env}, iteration {iteration}, "
-             f"{options.split} split, seeds {seeds}")
+    title = (f"{result['agent']} on {result['env']}, iteration {result['iteration']}, "
+             f"{options.split} split, seeds {result['seeds']}")
+    figure = adaptation_curve_figure([(result["agent"], result)], title=title)
+    png = save_figure(figure, run_dir / f"{_eval_name(options.split)}_adaptation.png")
+    per_task = save_figure(per_task_figure(result, get_family(result["env"]).task_parameter, title=title),
+                           run_dir / f"{_eval_name(options.split)}_per_task.png")
     print(format_table(result, title=title))
-    print(f"wrote {out}")
+    print(f"wrote {out}, {png} and {per_task}")
+    return 0
+
+
+def _cached_or_evaluate(run_dir: Path, options: argparse.Namespace) -> dict:
+    """The run's saved evaluation when it answers the same request (split, seeds, number of
+    tasks) for its latest checkpoint, else a fresh one."""
+    import yaml
+
+    from metarl.checkpoint import latest_checkpoint
+
+    path = run_dir / f"{_eval_name(options.split)}.json"
+    checkpoint = latest_checkpoint(run_dir)
+    if path.is_file() and checkpoint is not None and (run_dir / "config.yaml").is_file():
+        saved = json.loads(path.read_text())
+        seeds = options.seeds or [yaml.safe_load((run_dir / "config.yaml").read_text()).get("seed", 0)]
+        if (saved.get("iteration") == int(checkpoint.stem.split("_")[-1])
+                and saved.get("seeds") == seeds
+                and saved.get("requested_num_tasks", "absent") == options.num_tasks):
+            return saved
+    return _evaluate_dir(run_dir, split=options.split, seeds=options.seeds,
+                         num_tasks=options.num_tasks, device=options.device)
+
+
+def cmd_compare(options: argparse.Namespace) -> int:
+    from metarl.evaluate import combine_seeds, compare_table
+    from metarl.plots import adaptation_curve_figure, save_figure
+
+    results = [_cached_or_evaluate(Path(run_dir), options) for run_dir in options.run_dirs]
+    envs = sorted({result["env"] for result in results})
+    if options.pool_seeds:
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for result in results:
+            groups.setdefault((result["env"], result["agent"]), []).append(result)
+        labelled = []
+        for (env, agent), members in groups.items():
+            pooled = combine_seeds(members) if len(members) > 1 else members[0]
+            pooled.update({"env": env, "agent": agent, "run_dirs": [m["run_dir"] for m in members]})
+            label = f"{agent} ({len(members)} runs)" if len(envs) == 1 else f"{agent} on {env} ({len(members)} runs)"
+            labelled.append((label, pooled))
+    else:
+        labels = [f"{r['agent']} seed {r['seeds'][0]}" if len(r["seeds"]) == 1 else f"{r['agent']} seeds {r['seeds']}"
+                  for r in results]
+        if len(envs) > 1:
+            labels = [f"{label} on {r['env']}" for label, r in zip(labels, results)]
+        if len(set(labels)) < len(labels):  # the same agent and seed twice: name the directories
+            labels = [f"{label} ({Path(r['run_dir']).name})" for label, r in zip(labels, results)]
+        labelled = list(zip(labels, results))
+    title = f"{', '.join(envs)}: held-out return by adaptation stage ({options.split} split)"
+    print(title)
+    print(compare_table(labelled))
+    png = save_figure(adaptation_curve_figure(labelled, title=title), Path(options.output))
+    table = png.with_suffix(".json")
+    table.write_text(json.dumps({label: result for label, result in labelled}, indent=1))
+    print(f"wrote {png} and {table}")
     return 0
 
 
@@ -123,7 +214,8 @@ def cmd_list(options: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = _parser().parse_args(argv)
-        handler = {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[options.command]
+        handler = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                   "list": cmd_list}[options.command]
         return handler(options)
     except MetaRLError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -2,9 +2,12 @@
 
 Each agent starts from its meta-learned state on every held-out task and adapts for
 ``num_stages`` stages of its own kind (gradient steps for MAML, episodes of a trial for RL²,
-trajectories with posterior updates for PEARL), ``episodes_per_stage`` episodes per task and
-stage.  Per stage we report the return (and success rate where the env defines success) per
-task, aggregated over tasks (and seeds) as mean, interquartile mean and a bootstrap 95% CI.
+trajectories with posterior updates for PEARL, nothing for the no-adaptation baselines): the
+agent's ``adapt`` defines the budget, ``episodes_per_stage`` episodes per task and stage.  Per
+stage we report the return (and the success rate where the env defines ``info["success"]``) per
+task, aggregated over tasks (and seeds) as mean, interquartile mean and a bootstrap 95% CI
+(:mod:`metarl.stats`).  The held-out tasks are the run's fixed test split or its
+out-of-distribution split (``TaskSampler.held_out("ood")``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,23 @@ import torch
 from metarl.agent import MetaAgent
 from metarl.rollout import Sampler
 from metarl.stats import summarize
-from metarl.tasks import Task
+from metarl.tasks import MetaRLError, Task
+
+
+def _stage_entry(stage: int, per_task_return: np.ndarray, per_task_success: np.ndarray | None,
+                 per_task_length: np.ndarray) -> dict[str, Any]:
+    """One stage's record: per-task values ``[N]`` and their summaries (seeded by the stage)."""
+    entry: dict[str, Any] = {
+        "stage": stage,
+        "per_task_return": per_task_return.tolist(),
+        "return": summarize(per_task_return, seed=stage),
+        "per_task_episode_length": per_task_length.tolist(),
+        "success_rate": None,
+    }
+    if per_task_success is not None:
+        entry["per_task_success"] = per_task_success.tolist()
+        entry["success_rate"] = summarize(per_task_success, seed=stage)
+    return entry
 
 
 def meta_evaluate(
@@ -31,30 +50,53 @@ def meta_evaluate(
 ) -> dict[str, Any]:
     """Adapt ``agent`` to each of ``tasks`` and measure every stage.
 
-    Returns ``{"adaptation_unit", "num_tasks", "stages": [{"stage", "per_task_return": [N],
-    "return": summary, "success_rate": summary | None}, ...]}``; summaries hold mean, iqm,
-    ci_low, ci_high, std, count.
+    Stage ``k`` is what ``agent.adapt`` yields ``k``-th: ``episodes_per_stage`` episodes per task
+    (columns task-major, ``[N * episodes_per_stage]``).  A task's value at a stage is the mean
+    over its episodes.  Returns::
+
+        {"adaptation_unit", "num_tasks", "tasks": [N task dicts], "env_steps",
+         "stages": [{"stage", "per_task_return": [N], "return": summary,
+                     "per_task_episode_length": [N],
+                     "success_rate": summary | None, "per_task_success": [N] (if defined)}, ...]}
+
+    where a summary holds ``mean, iqm, ci_low, ci_high, std, count`` over the ``N`` tasks.
     """
+    if num_stages < 0 or episodes_per_stage < 1:
+        raise MetaRLError(
+            f"evaluation needs num_stages >= 0 and episodes_per_stage >= 1; got {num_stages} and "
+            f"{episodes_per_stage}"
+        )
+    if not tasks:
+        raise MetaRLError("evaluation got no held-out tasks; pass num_tasks >= 1")
     N = len(tasks)
+    steps_before = sampler.env_steps
     stages = []
     for stage, trajectories in enumerate(
         agent.adapt(tasks, sampler, num_stages=num_stages,
                     episodes_per_stage=episodes_per_stage, generator=generator)
     ):
-        per_task_return = trajectories.episode_returns().view(N, -1).mean(1).cpu().numpy()
+        if trajectories.num_episodes != N * episodes_per_stage:
+            raise MetaRLError(
+                f"{type(agent).__name__}.adapt yielded {trajectories.num_episodes} episodes at "
+                f"stage {stage}; the protocol asks for {N} tasks x {episodes_per_stage} episodes"
+            )
+        per_task_return = trajectories.episode_returns().view(N, -1).mean(1).cpu().double().numpy()
+        per_task_length = trajectories.episode_lengths().view(N, -1).mean(1).cpu().double().numpy()
         success = trajectories.episode_success()
-        entry: dict[str, Any] = {
-            "stage": stage,
-            "per_task_return": per_task_return.tolist(),
-            "return": summarize(per_task_return, seed=stage),
-            "success_rate": None,
-        }
-        if success is not None:
-            per_task_success = success.view(N, -1).mean(1).cpu().numpy()
-            entry["per_task_success"] = per_task_success.tolist()
-            entry["success_rate"] = summarize(per_task_success, seed=stage)
-        stages.append(entry)
-    return {"adaptation_unit": agent.adaptation_unit, "num_tasks": N, "stages": stages}
+        per_task_success = None if success is None else success.view(N, -1).mean(1).cpu().double().numpy()
+        stages.append(_stage_entry(stage, per_task_return, per_task_success, per_task_length))
+    if len(stages) != num_stages + 1:
+        raise MetaRLError(
+            f"{type(agent).__name__}.adapt yielded {len(stages)} stages; the protocol asks for "
+            f"stage 0 (before adaptation) to stage {num_stages}"
+        )
+    return {
+        "adaptation_unit": agent.adaptation_unit,
+        "num_tasks": N,
+        "tasks": [dict(task) for task in tasks],
+        "env_steps": sampler.env_steps - steps_before,
+        "stages": stages,
+    }
 
 
 def evaluation_scalars(result: dict[str, Any], *, prefix: str = "eval") -> dict[str, float]:
@@ -71,38 +113,95 @@ def evaluation_scalars(result: dict[str, Any], *, prefix: str = "eval") -> dict[
     return scalars
 
 
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics shown beside the hyperparameters in TensorBoard's HParams tab.
+
+    Tagged ``hparams/...`` (not ``eval/...``) because TensorBoard also writes them as scalars, and
+    they must not add a stray point to the ``eval/`` curves.
+    """
+    first, last = result["stages"][0], result["stages"][-1]
+    metrics = {
+        "hparams/return_before_adaptation": first["return"]["mean"],
+        "hparams/return_after_adaptation": last["return"]["mean"],
+        "hparams/return_iqm_after_adaptation": last["return"]["iqm"],
+        "hparams/adaptation_gain": last["return"]["mean"] - first["return"]["mean"],
+    }
+    if last["success_rate"] is not None:
+        metrics["hparams/success_rate_after_adaptation"] = last["success_rate"]["mean"]
+    return metrics
+
+
+def _ci(summary: dict[str, float]) -> str:
+    return f"[{summary['ci_low']:.2f}, {summary['ci_high']:.2f}]"
+
+
 def format_table(result: dict[str, Any], *, title: str = "") -> str:
     """Plain-text table of one evaluation: a row per adaptation stage."""
-    unit = result["adaptation_unit"]
     has_success = result["stages"][0]["success_rate"] is not None
-    header = f"{unit + 's':>16} | {'mean return':>12} | {'IQM':>9} | {'95% CI':>20}"
+    header = f"{'stage':>5} | {'mean return':>12} | {'IQM':>9} | {'95% CI of mean':>20}"
     if has_success:
         header += f" | {'success':>8}"
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for entry in result["stages"]:
         r = entry["return"]
-        row = (f"{entry['stage']:>16} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | "
-               f"{'[' + format(r['ci_low'], '.2f') + ', ' + format(r['ci_high'], '.2f') + ']':>20}")
+        row = f"{entry['stage']:>5} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | {_ci(r):>20}"
         if has_success:
             row += f" | {entry['success_rate']['mean']:>8.2%}"
         lines.append(row)
-    lines.append(f"({result['num_tasks']} held-out tasks)")
+    seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
+    lines.append(f"(stage k: after k {result['adaptation_unit']}s; "
+                 f"{result['num_tasks']} held-out tasks{seeds})")
+    return "\n".join(lines)
+
+
+def compare_table(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """Side-by-side table: a row per run (label), mean return [95% CI] per stage, IQM of the last.
+
+    Runs with fewer stages leave their later columns blank.
+    """
+    if not results:
+        raise MetaRLError("nothing to compare; pass at least one run directory")
+    num_stages = max(len(result["stages"]) for _, result in results)
+    width = max(len(label) for label, _ in results)
+    cell = 27
+    header = f"{'run':<{width}} | " + " | ".join(f"{'stage ' + str(k):>{cell}}" for k in range(num_stages))
+    header += f" | {'IQM last':>9} | {'success last':>12} | unit"
+    lines = [header, "-" * len(header)]
+    for label, result in results:
+        cells = []
+        for k in range(num_stages):
+            if k < len(result["stages"]):
+                r = result["stages"][k]["return"]
+                cells.append(f"{r['mean']:.2f} {_ci(r)}".rjust(cell))
+            else:
+                cells.append(" " * cell)
+        last = result["stages"][-1]
+        success = "-" if last["success_rate"] is None else f"{last['success_rate']['mean']:.2%}"
+        lines.append(f"{label:<{width}} | " + " | ".join(cells)
+                     + f" | {last['return']['iqm']:>9.2f} | {success:>12} | {result['adaptation_unit']}")
     return "\n".join(lines)
 
 
 def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Pool several evaluations (one per seed) of the same tasks: per stage, the per-task
-    returns of all seeds are aggregated together."""
+    values of all seeds are aggregated together (``N * num_seeds`` values per summary)."""
+    if not results:
+        raise MetaRLError("combine_seeds needs at least one evaluation")
+    num_stages = {len(r["stages"]) for r in results}
+    if len(num_stages) != 1:
+        raise MetaRLError(f"cannot pool evaluations with different numbers of stages: {sorted(num_stages)}")
     combined = {"adaptation_unit": results[0]["adaptation_unit"],
-                "num_tasks": results[0]["num_tasks"], "num_seeds": len(results), "stages": []}
+                "num_tasks": results[0]["num_tasks"], "num_seeds": len(results),
+                "tasks": [task for r in results for task in r.get("tasks", [])],
+                "env_steps": sum(r.get("env_steps", 0) for r in results), "stages": []}
     for k in range(len(results[0]["stages"])):
-        returns = np.concatenate([r["stages"][k]["per_task_return"] for r in results])
-        entry: dict[str, Any] = {"stage": k, "per_task_return": returns.tolist(),
-                                 "return": summarize(returns, seed=k), "success_rate": None}
-        if results[0]["stages"][k]["success_rate"] is not None:
-            success = np.concatenate([r["stages"][k]["per_task_success"] for r in results])
-            entry["per_task_success"] = success.tolist()
-            entry["success_rate"] = summarize(success, seed=k)
-        combined["stages"].append(entry)
+        def pooled(key: str) -> np.ndarray:
+            return np.concatenate([np.asarray(r["stages"][k][key], dtype=np.float64) for r in results])
+
+        success = pooled("per_task_success") if results[0]["stages"][k]["success_rate"] is not None else None
+        lengths = (pooled("per_task_episode_length")
+                   if all("per_task_episode_length" in r["stages"][k] for r in results)
+                   else np.zeros(0))
+        combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
     return combined

@@ -67,11 +67,32 @@ class Logger:
         self._metrics.flush()
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        self.writer.add_hparams(flat, metrics, run_name=".")
+        """HParams tab: ``hparams`` flattened to dotted keys (``agent.inner_lr``), beside ``metrics``."""
+        self.writer.add_hparams(flatten_hparams(hparams), metrics, run_name=".")
 
     def log_figure(self, tag: str, figure: Any, *, step: int) -> None:
         self.writer.add_figure(tag, figure, global_step=step)
+
+    def log_video(self, tag: str, frames: Any, *, step: int, fps: float = 10.0) -> bytes:
+        """An animated GIF of ``frames [T, H, W, 3]`` (uint8) as an image summary (TensorBoard's
+        Images tab plays it; no moviepy needed).  Returns the GIF bytes."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        frames = np.asarray(frames, dtype=np.uint8)
+        buffer = io.BytesIO()
+        images = [Image.fromarray(frame) for frame in frames]
+        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(1000 / fps), loop=0)
+        gif = buffer.getvalue()
+        T, H, W, C = frames.shape
+        image = Summary.Image(height=H, width=W, colorspace=C, encoded_image_string=gif)
+        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
+                                                   global_step=step)
+        return gif
 
     def log_text(self, tag: str, text: str, *, step: int = 0) -> None:
         self.writer.add_text(tag, text, global_step=step)
@@ -83,6 +104,20 @@ class Logger:
     def close(self) -> None:
         self.writer.close()
         self._metrics.close()
+
+
+def flatten_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """``{"evaluation": {"interval": 25}}`` -> ``{"evaluation.interval": 25}``; lists become text."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_hparams(value, prefix=f"{name}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -24,8 +24,9 @@ from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, agent_config, build_dataclass, to_dict
 from metarl.device import resolve_device
-from metarl.evaluate import evaluation_scalars, meta_evaluate
+from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
+from metarl.plots import per_task_figure
 from metarl.registry import get_agent_spec
 from metarl.rollout import Sampler
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
@@ -78,6 +79,35 @@ def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | N
                              episodes_per_stage=ev.episodes_per_stage, generator=generator)
     finally:
         sampler.close()
+
+
+def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, iteration: int,
+                         video: bool, quiet: bool) -> None:
+    """Per-task diagnostics (held-out return against ``family.task_parameter``) at every
+    evaluation; with ``video``, an adapted rollout on the first held-out task (MuJoCo families)."""
+    step = run.sampler.env_steps
+    logger.log_figure("eval/per_task_return", per_task_figure(
+        result, run.family.task_parameter, title=f"{run.config.agent}, iteration {iteration}"), step=step)
+    if not video:
+        return
+    from metarl.video import record_adapted_rollout
+
+    ev = run.config.evaluation
+    recording = record_adapted_rollout(
+        run.agent, run.family, result["tasks"][0], num_stages=ev.num_stages,
+        episodes_per_stage=ev.episodes_per_stage, seed=run.config.seed + EVAL_SEED_OFFSET,
+        generator=torch.Generator().manual_seed(EVAL_SEED_OFFSET + iteration),
+        env_options=run.config.env_options,
+    )
+    if recording.frames is not None:
+        gif = logger.log_video("eval/adapted_rollout", recording.frames, step=step)
+        path = logger.run_dir / "videos" / f"adapted_rollout_iteration_{iteration:06d}.gif"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(gif)
+    elif recording.notice:
+        logger.log_text("eval/adapted_rollout", recording.notice, step=step)
+        if not quiet:
+            print(recording.notice, file=sys.stderr)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -137,6 +167,7 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
         print(f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir}", file=sys.stderr)
     ev = config.evaluation
     latest_eval = float("nan")
+    result = None
     try:
         for iteration in range(start_iteration, config.num_iterations):
             steps_before = run.sampler.env_steps
@@ -152,6 +183,8 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
                 result = evaluate_run(run, iteration=done)
                 stats.update(evaluation_scalars(result))
                 latest_eval = result["stages"][-1]["return"]["mean"]
+                log_evaluation_media(run, logger, result, iteration=done, quiet=quiet,
+                                     video=done == config.num_iterations)
             logger.log_scalars(stats, step=run.sampler.env_steps, iteration=done)
             if done % config.checkpoint_interval == 0 or done == config.num_iterations:
                 checkpoint(done)
@@ -159,6 +192,11 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
             progress.set_postfix(env_steps=run.sampler.env_steps,
                                  steps_per_s=f"{stats['time/env_steps_per_second']:.0f}",
                                  eval=f"{latest_eval:.1f}")
+        if result is not None:
+            # The agent's full resolved config replaces its overrides (agent_options).
+            hparams = {**{k: v for k, v in config_dict.items() if k != "agent_options"},
+                       "agent_config": to_dict(agent_config(config))}
+            logger.log_hparams(hparams, final_metrics(result))
     finally:
         progress.close()
         logger.close()

@@ -9,7 +9,7 @@ from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig, _Batch
 
 
 def tiny_agent(**overrides) -> MAMLTRPO:
-    config = MAMLTRPOConfig(hidden_sizes=(5,), inner_lr=0.1, num_inner_steps=2, **overrides)
+    config = MAMLTRPOConfig(**{"hidden_sizes": (5,), "inner_lr": 0.1, "num_inner_steps": 2, "init_std": 1.0, **overrides})
     agent = MAMLTRPO(config, observation_dim=2, action_dim=2, device=torch.device("cpu"),
                      generator=torch.Generator().manual_seed(0))
     agent.policy.double()

@@ -1,0 +1,124 @@
+"""Figures of evaluations: adaptation curves (return vs stage with a CI band) and per-task
+diagnostics (held-out return against the family's task parameter).
+
+Figures are built with :class:`matplotlib.figure.Figure` and drawn by the Agg canvas directly,
+never through ``pyplot``'s global state, so they work headless and in any thread.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from metarl.tasks import Task
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def adaptation_curve_figure(results: Sequence[tuple[str, dict[str, Any]]], *, title: str = "") -> Figure:
+    """Mean held-out return per adaptation stage, one line per ``(label, result)`` with its
+    bootstrap 95% CI as a shaded band; the x-axis is the stage (0 = before adaptation)."""
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    units = sorted({result["adaptation_unit"] for _, result in results})
+    for label, result in results:
+        stages = np.array([entry["stage"] for entry in result["stages"]])
+        mean = np.array([entry["return"]["mean"] for entry in result["stages"]])
+        low = np.array([entry["return"]["ci_low"] for entry in result["stages"]])
+        high = np.array([entry["return"]["ci_high"] for entry in result["stages"]])
+        (line,) = axes.plot(stages, mean, marker="o", label=label)
+        axes.fill_between(stages, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    num_stages = max(len(result["stages"]) for _, result in results)
+    axes.set_xticks(range(num_stages))
+    axes.set_xlabel("adaptation stage (" + "; ".join(f"{u}s" for u in units) + ")")
+    axes.set_ylabel("mean held-out return (95% CI)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title, fontsize="medium")
+    return figure
+
+
+def task_parameter_values(tasks: Sequence[Task], name: str | None) -> np.ndarray | None:
+    """``[N]`` scalars or ``[N, 2]`` points of task parameter ``name``; None when it is missing
+    or not numeric (then diagnostics fall back to the task index)."""
+    if name is None or not tasks or any(name not in task for task in tasks):
+        return None
+    try:
+        values = np.asarray([task[name] for task in tasks], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1):
+        return values.reshape(-1)
+    if values.ndim == 2 and values.shape[1] == 2:
+        return values
+    return None
+
+
+def _mean_per_distinct_task(tasks: Sequence[Task], *returns: np.ndarray) -> tuple[list[Task], ...]:
+    """Average ``returns [N]`` over repeated tasks (an evaluation pooled over seeds lists each
+    task once per seed), keeping the first-seen order of the distinct tasks."""
+    keys = [json.dumps(task, sort_keys=True) for task in tasks]
+    distinct = list(dict.fromkeys(keys))
+    index = np.array([distinct.index(key) for key in keys])
+    counts = np.bincount(index, minlength=len(distinct))
+    first_task = {key: task for key, task in zip(reversed(keys), reversed(list(tasks)))}
+    means = [np.bincount(index, weights=r[: len(tasks)], minlength=len(distinct)) / counts for r in returns]
+    return ([first_task[key] for key in distinct], *means)
+
+
+def per_task_figure(result: dict[str, Any], task_parameter: str | None, *, title: str = "") -> Figure:
+    """Held-out return of every task against its parameter, before and after adaptation.
+
+    A scalar parameter (target velocity, direction) is the x-axis; a 2-D one (goal position) is
+    drawn as two maps of the plane coloured by return; anything else falls back to the task index.
+    A task evaluated under several seeds is one point: the mean of its returns.
+    """
+    first, last = result["stages"][0], result["stages"][-1]
+    tasks, before, after = _mean_per_distinct_task(
+        result["tasks"], np.asarray(first["per_task_return"]), np.asarray(last["per_task_return"]))
+    values = task_parameter_values(tasks, task_parameter)
+    if values is not None and values.ndim == 2:
+        figure = _new_figure(9.0, 4.0)
+        axes = figure.subplots(1, 2, sharex=True, sharey=True)
+        low, high = min(before.min(), after.min()), max(before.max(), after.max())
+        for ax, returns, name in ((axes[0], before, f"stage {first['stage']}"),
+                                  (axes[1], after, f"stage {last['stage']}")):
+            points = ax.scatter(values[:, 0], values[:, 1], c=returns, vmin=low, vmax=high, cmap="viridis")
+            ax.set_title(f"{name}: return by {task_parameter}", fontsize="medium")
+            ax.set_xlabel(f"{task_parameter}[0]")
+            ax.set_aspect("equal", adjustable="box")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"{task_parameter}[1]")
+        figure.colorbar(points, ax=list(axes), label="held-out return")
+    else:
+        figure = _new_figure()
+        ax = figure.add_subplot()
+        x = values if values is not None else np.arange(len(tasks), dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        ax.plot(x[order], before[order], marker="o", linestyle="--", label=f"stage {first['stage']} (before)")
+        ax.plot(x[order], after[order], marker="o", label=f"stage {last['stage']} (adapted)")
+        ax.set_xlabel(task_parameter if values is not None else "task index")
+        ax.set_ylabel("held-out return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    return figure
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG at ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
