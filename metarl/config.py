@@ -23,7 +23,7 @@ from metarl.tasks import MetaRLError
 class EvaluationConfig:
     """How held-out adaptation is measured (the same protocol for every agent)."""
 
-    interval: int = 25
+    interval: int = 20
     """Evaluate on held-out tasks every this many iterations (0: only at the end of training)."""
     num_tasks: int = 40
     """Held-out tasks evaluated (at most the family's test split; MAML used 40)."""
@@ -47,7 +47,7 @@ class TrainConfig:
     """Seeds the task split, task draws, network initialisation and action noise."""
     device: str = "auto"
     """Where updates run: ``auto`` (cuda if available), ``cpu`` or ``cuda``. Rollouts run on CPU."""
-    num_iterations: int = 80
+    num_iterations: int = 60
     """Meta-training iterations (one meta-batch of tasks each)."""
     checkpoint_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end)."""
