@@ -3,3 +3,4 @@
 from metarl.agents import maml_trpo  # noqa: F401
 from metarl.agents import baselines  # noqa: F401
 from metarl.agents import rl2  # noqa: F401
+from metarl.agents import pearl  # noqa: F401

@@ -36,7 +36,7 @@ from metarl.returns import discounted_returns, generalized_advantages, normalize
 from metarl.rollout import Sampler
 from metarl.tasks import MetaRLError, Task, TaskFamily
 from metarl.trajectories import Trajectories
-from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten_like
+from metarl.trpo import flatten, line_search_stats, trust_region_step
 
 NO_ADAPTATION = "no-update stage"
 """``adaptation_unit`` of the baselines: each stage is another batch from the same policy."""
@@ -234,41 +234,20 @@ class PooledTRPO:
         gradient = flatten(torch.autograd.grad(loss, parameters, retain_graph=True))
         kl_gradient = flatten(torch.autograd.grad(kl, parameters, create_graph=True))
 
-        def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
-            product = torch.autograd.grad(kl_gradient @ vector, parameters, retain_graph=True)
-            return flatten(product) + c.cg_damping * vector
+        def fisher_product(vector: torch.Tensor) -> torch.Tensor:
+            return flatten(torch.autograd.grad(kl_gradient @ vector, parameters, retain_graph=True))
 
-        direction = conjugate_gradient(fisher_vector_product, gradient, num_iterations=c.cg_iterations)
-        curvature = direction @ fisher_vector_product(direction)
-        full_step = -direction * torch.sqrt(2.0 * c.max_kl / curvature.clamp_min(1e-12))
-        original = flatten([p.detach() for p in parameters]).clone()
-
-        def evaluate(step: torch.Tensor) -> tuple[float, float]:
-            self._set_flat(original + step)
+        def evaluate() -> tuple[float, float]:
             with torch.no_grad():
                 new_loss, new_kl = objective()
             return new_loss.item(), new_kl.item()
 
-        result = backtracking_line_search(
-            evaluate, full_step, loss_before=loss.item(), max_kl=c.max_kl,
+        result = trust_region_step(
+            parameters, gradient, fisher_product, evaluate, loss_before=loss.item(), max_kl=c.max_kl,
+            cg_iterations=c.cg_iterations, cg_damping=c.cg_damping,
             backtrack_ratio=c.line_search_backtrack_ratio, max_backtracks=c.line_search_max_steps,
         )
-        self._set_flat(original + result.step_fraction * full_step if result.accepted else original)
-        return {
-            "loss/surrogate_before": result.loss_before,
-            "loss/surrogate_after": result.loss_after if result.accepted else result.loss_before,
-            "loss/kl": result.kl if result.accepted else 0.0,
-            "loss/line_search_accepted": float(result.accepted),
-            "loss/line_search_step_fraction": result.step_fraction,
-            "loss/gradient_norm": gradient.norm().item(),
-            "train/policy_std": self.policy.log_std.exp().mean().item(),
-        }
-
-    def _set_flat(self, flat: torch.Tensor) -> None:
-        parameters = list(self.policy.parameters())
-        with torch.no_grad():
-            for p, value in zip(parameters, unflatten_like(flat, parameters)):
-                p.copy_(value)
+        return {**line_search_stats(result, gradient), "train/policy_std": self.policy.log_std.exp().mean().item()}
 
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
               episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:

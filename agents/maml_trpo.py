@@ -25,7 +25,7 @@ from metarl.rollout import Sampler
 from metarl.tasks import Task, TaskFamily
 from metarl.trajectories import Trajectories
 from metarl.tasks import MetaRLError
-from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten_like
+from metarl.trpo import flatten, line_search_stats, trust_region_step, unflatten_like
 
 Params = dict[str, torch.Tensor]
 
@@ -287,41 +287,17 @@ class MAMLTRPO:
                 inner, outer, old, through_adaptation=c.fisher != "post_adaptation" and create_graph
             )
 
-        def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
-            return fisher_product(vector) + c.cg_damping * vector
-
-        direction = conjugate_gradient(fisher_vector_product, gradient, num_iterations=c.cg_iterations)
-        curvature = direction @ fisher_vector_product(direction)
-        full_step = -direction * torch.sqrt(2.0 * c.max_kl / curvature.clamp_min(1e-12))
-        original = flatten([p.detach() for p in parameters]).clone()
-
-        def evaluate(step: torch.Tensor) -> tuple[float, float]:
-            self._set_flat(original + step)
+        def evaluate() -> tuple[float, float]:
             new_loss, new_kl = self._meta_objective(inner, outer, old_log_probs, old, create_graph=False)
             return new_loss.item(), new_kl.item()
 
-        result = backtracking_line_search(
-            evaluate, full_step, loss_before=loss.item(), max_kl=c.max_kl,
+        result = trust_region_step(
+            parameters, gradient, fisher_product, evaluate, loss_before=loss.item(), max_kl=c.max_kl,
+            cg_iterations=c.cg_iterations, cg_damping=c.cg_damping,
             backtrack_ratio=c.line_search_backtrack_ratio, max_backtracks=c.line_search_max_steps,
         )
-        self._set_flat(original + result.step_fraction * full_step if result.accepted else original)
-        return {
-            "loss/surrogate_before": result.loss_before,
-            "loss/surrogate_after": result.loss_after if result.accepted else result.loss_before,
-            "loss/kl": result.kl if result.accepted else 0.0,
-            "loss/line_search_accepted": float(result.accepted),
-            "loss/line_search_step_fraction": result.step_fraction,
-            "loss/line_search_backtracks": float(result.num_backtracks),
-            "loss/gradient_norm": gradient.norm().item(),
-            "train/policy_std": self.policy.log_std.exp().mean().item(),
-        }
-
-    def _set_flat(self, flat: torch.Tensor) -> None:
-        offset = 0
-        with torch.no_grad():
-            for p in self.policy.parameters():
-                p.copy_(flat[offset: offset + p.numel()].view_as(p))
-                offset += p.numel()
+        return {**line_search_stats(result, gradient),
+                "train/policy_std": self.policy.log_std.exp().mean().item()}
 
     # ----------------------------------------------------------------------------- evaluation
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,

@@ -67,6 +67,67 @@ def backtracking_line_search(
     return LineSearchResult(False, 0.0, max_backtracks, loss_before, loss, kl)
 
 
+def trust_region_step(
+    parameters: list[torch.Tensor],
+    gradient: torch.Tensor,
+    fisher_product: Callable[[torch.Tensor], torch.Tensor],
+    evaluate: Callable[[], tuple[float, float]],
+    *,
+    loss_before: float,
+    max_kl: float,
+    cg_iterations: int,
+    cg_damping: float,
+    backtrack_ratio: float,
+    max_backtracks: int,
+) -> LineSearchResult:
+    """One TRPO update of ``parameters`` in place (Schulman et al., 2015, appendix C).
+
+    Solves ``(F + damping I) s = g`` by conjugate gradient, scales ``s`` so the quadratic KL
+    model equals ``max_kl``, then backtracks until ``evaluate()`` (the loss and mean KL at the
+    parameters as currently set) shows an improvement inside the trust region.  A rejected step
+    leaves the parameters exactly as they were.
+    """
+
+    def damped(vector: torch.Tensor) -> torch.Tensor:
+        return fisher_product(vector) + cg_damping * vector
+
+    direction = conjugate_gradient(damped, gradient, num_iterations=cg_iterations)
+    curvature = direction @ damped(direction)
+    full_step = -direction * torch.sqrt(2.0 * max_kl / curvature.clamp_min(1e-12))
+    original = flatten([p.detach() for p in parameters]).clone()
+
+    def evaluate_step(step: torch.Tensor) -> tuple[float, float]:
+        set_flat(parameters, original + step)
+        return evaluate()
+
+    result = backtracking_line_search(
+        evaluate_step, full_step, loss_before=loss_before, max_kl=max_kl,
+        backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks,
+    )
+    set_flat(parameters, original + result.step_fraction * full_step if result.accepted else original)
+    return result
+
+
+def line_search_stats(result: LineSearchResult, gradient: torch.Tensor) -> dict[str, float]:
+    """The ``loss/`` scalars every TRPO-based agent logs about its step."""
+    return {
+        "loss/surrogate_before": result.loss_before,
+        "loss/surrogate_after": result.loss_after if result.accepted else result.loss_before,
+        "loss/kl": result.kl if result.accepted else 0.0,
+        "loss/line_search_accepted": float(result.accepted),
+        "loss/line_search_step_fraction": result.step_fraction,
+        "loss/line_search_backtracks": float(result.num_backtracks),
+        "loss/gradient_norm": gradient.norm().item(),
+    }
+
+
+def set_flat(parameters: list[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy a flat vector into ``parameters`` (in place, outside autograd)."""
+    with torch.no_grad():
+        for p, value in zip(parameters, unflatten_like(flat, parameters)):
+            p.copy_(value)
+
+
 def flatten(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 

@@ -32,8 +32,12 @@ AGENT_SCALARS = {
                   "time/sample_seconds", "time/update_seconds"],
     "multitask_trpo": ["train/return", "train/policy_std", "loss/surrogate_before", "loss/surrogate_after",
                        "loss/kl", "loss/gradient_norm", "loss/line_search_accepted",
-                       "loss/line_search_step_fraction", "time/sample_seconds", "time/update_seconds"],
+                       "loss/line_search_step_fraction", "loss/line_search_backtracks",
+                       "time/sample_seconds", "time/update_seconds"],
     "random": ["train/return", "time/sample_seconds"],
+    "pearl": ["train/return_prior", "train/return_posterior", "train/num_tasks_seen", "train/q_mean",
+              "train/z_variance", "train/policy_entropy", "train/alpha", "train/gradient_steps_per_second",
+              "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds"],
     "rl2": ["train/return_episode_0", "train/return_episode_1", "train/trial_return", "train/policy_std",
             "loss/policy", "loss/value", "loss/entropy", "loss/approx_kl", "loss/clip_fraction",
             "loss/gradient_norm", "time/sample_seconds", "time/update_seconds"],
@@ -67,6 +71,10 @@ def accumulate(run_dir):
 
 
 def tiny(agent, run_dir, extra=()):
+    if agent == "pearl":
+        from test_pearl import TINY_PEARL
+        return load_config(None, [*TINY_PEARL, "evaluation.num_stages=1", "evaluation.interval=2",
+                                  "num_iterations=3", f"run_dir={run_dir}", *extra])
     if agent == "rl2":
         from test_rl2 import RL2_TINY
         return load_config(None, [*RL2_TINY,
@@ -75,7 +83,7 @@ def tiny(agent, run_dir, extra=()):
     return load_config(None, [*options, f"agent={agent}", f"run_dir={run_dir}", *extra])
 
 
-@pytest.mark.parametrize("agent", ["maml_trpo", "multitask_trpo", "random", "rl2"])
+@pytest.mark.parametrize("agent", ["maml_trpo", "multitask_trpo", "random", "rl2", "pearl"])
 def test_every_documented_tag_is_in_the_event_files(tmp_path, agent):
     run_dir = train(tiny(agent, tmp_path / agent), quiet=True)
     scalars, images, hparams, texts = accumulate(run_dir)
