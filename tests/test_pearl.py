@@ -342,7 +342,7 @@ def oracle_family(family):
 
 
 @pytest.mark.slow
-def test_pearl_learns_the_dense_point_robot_and_approaches_the_oracle():
+def test_pearl_posterior_beats_prior_and_closes_part_of_the_gap_to_the_oracle():
     """Held-out goals: the last trajectory, with z from the posterior over the context gathered
     so far, is well above the first (z from the prior), and closes part of the gap from the
     first to a task-revealing SAC trained with the same budget (same code with latent_dim 0 and
