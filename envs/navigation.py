@@ -10,7 +10,7 @@ The whole batch is stepped in NumPy, so thousands of environments step in micros
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
-from metarl.vector_env import check_actions, check_tasks
+from metarl.envs.point_mass import PointMassBatch
 
 ACTION_BOUND = 0.1
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
@@ -41,49 +41,26 @@ def sample_ood_goals(rng: np.random.Generator, num_tasks: int) -> list[Task]:
     return goals
 
 
-class NavigationVectorEnv:
+class NavigationVectorEnv(PointMassBatch):
     """A batch of 2D navigation environments, each with its own goal, stepped in NumPy.
 
     Implements :class:`metarl.vector_env.VectorTaskEnv`.  Observations are the positions
     ``[num_envs, 2]``; the goal is never observed.
     """
 
-    observation_dim = 2
-    action_dim = 2
-
     def __init__(self, num_envs: int, *, seed: int = 0, max_episode_steps: int = HORIZON):
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.action_low = np.full(2, -ACTION_BOUND, dtype=np.float32)
-        self.action_high = np.full(2, ACTION_BOUND, dtype=np.float32)
-        self.goals = np.zeros((num_envs, 2), dtype=np.float32)
-        self.positions = np.zeros((num_envs, 2), dtype=np.float32)
-        self._elapsed = 0
-
-    def set_tasks(self, tasks: Sequence[Task]) -> None:
-        check_tasks(self, tasks)
-        self.goals = np.asarray([task["goal"] for task in tasks], dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None) -> np.ndarray:
-        self.positions = np.zeros((self.num_envs, 2), dtype=np.float32)
-        self._elapsed = 0
-        return self.positions.copy()
+        super().__init__(num_envs, action_bound=ACTION_BOUND, max_episode_steps=max_episode_steps,
+                         dtype=np.float32)
 
     def step(self, actions: np.ndarray):
-        actions = check_actions(self, actions)
-        clipped = np.clip(actions, -ACTION_BOUND, ACTION_BOUND).astype(np.float32)
-        self.positions = self.positions + clipped
+        self._move(actions)
         delta = self.positions - self.goals
         distance = np.sqrt((delta**2).sum(axis=1))
         rewards = -distance
         terminated = (np.abs(delta) < GOAL_TOLERANCE).all(axis=1)
-        self._elapsed += 1
         truncated = np.full(self.num_envs, self._elapsed >= self.max_episode_steps) & ~terminated
         infos = {"reward_distance": rewards.copy(), "distance": distance}
         return self.positions.copy(), rewards.astype(np.float32), terminated, truncated, infos
-
-    def close(self) -> None:
-        pass
 
 
 class NavigationEnv(gym.Env):

@@ -13,7 +13,7 @@ observation is its position ``[2]``; there is no termination and the horizon is 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
-from metarl.vector_env import check_actions, check_tasks
+from metarl.envs.point_mass import PointMassBatch
 
 ACTION_BOUND = 0.1
 HORIZON = 20
@@ -61,16 +61,13 @@ def sample_sparse_goals(rng: np.random.Generator, num_tasks: int) -> list[Task]:
     return [dict(SPARSE_GOALS[i]) for i in index]
 
 
-class PointRobotVectorEnv:
+class PointRobotVectorEnv(PointMassBatch):
     """A batch of point robots, each with its own goal, stepped in NumPy.
 
     Implements :class:`metarl.vector_env.VectorTaskEnv`: observations ``[num_envs, 2]`` are the
     positions.  ``sparse=True`` makes the sparse reward the reward; both rewards are in ``infos``
     (``reward_dense``, ``reward_sparse``) together with ``distance``.
     """
-
-    observation_dim = 2
-    action_dim = 2
 
     def __init__(
         self,
@@ -80,33 +77,17 @@ class PointRobotVectorEnv:
         seed: int = 0,
         max_episode_steps: int = HORIZON,
     ) -> None:
-        self.num_envs = num_envs
+        super().__init__(num_envs, action_bound=ACTION_BOUND, max_episode_steps=max_episode_steps,
+                         dtype=np.float64)
         self.sparse = sparse
-        self.max_episode_steps = max_episode_steps
-        self.action_low = np.full(2, -ACTION_BOUND, dtype=np.float32)
-        self.action_high = np.full(2, ACTION_BOUND, dtype=np.float32)
-        self.goals = np.zeros((num_envs, 2), dtype=np.float64)
-        self.positions = np.zeros((num_envs, 2), dtype=np.float64)
-        self._elapsed = 0
-
-    def set_tasks(self, tasks: Sequence[Task]) -> None:
-        check_tasks(self, tasks)
-        self.goals = np.asarray([task["goal"] for task in tasks], dtype=np.float64)
-
-    def reset(self, *, seed: int | None = None) -> np.ndarray:
-        self.positions = np.zeros((self.num_envs, 2), dtype=np.float64)
-        self._elapsed = 0
-        return self.positions.astype(np.float32)
 
     def step(self, actions: np.ndarray):
-        actions = check_actions(self, actions)
-        self.positions = self.positions + np.clip(actions, -ACTION_BOUND, ACTION_BOUND)
+        self._move(actions)
         distance = np.linalg.norm(self.positions - self.goals, axis=1)
         reward_dense = -distance
         # PEARL's sparsify_rewards: zero outside the goal radius, shifted positive inside it.
         reward_sparse = np.where(distance <= GOAL_RADIUS, 1.0 - distance, 0.0)
         rewards = reward_sparse if self.sparse else reward_dense
-        self._elapsed += 1
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.full(self.num_envs, self._elapsed >= self.max_episode_steps)
         infos = {
@@ -115,9 +96,6 @@ class PointRobotVectorEnv:
             "distance": distance,
         }
         return self.positions.astype(np.float32), rewards.astype(np.float32), terminated, truncated, infos
-
-    def close(self) -> None:
-        pass
 
 
 class PointRobotEnv(gym.Env):

@@ -101,8 +101,11 @@ def _evaluate_dir(run_dir: Path, *, split: str, seeds: list[int] | None, num_tas
         raise MetaRLError(f"--num-tasks must be at least 1; got {num_tasks}")
     run, iteration = load_run(run_dir, device=device)
     seeds = seeds or [run.config.seed]
-    results = [evaluate_run(run, iteration=iteration, split=split, seed=seed, num_tasks=num_tasks)
-               for seed in seeds]
+    try:
+        results = [evaluate_run(run, iteration=iteration, split=split, seed=seed, num_tasks=num_tasks)
+                   for seed in seeds]
+    finally:
+        run.close()
     result = combine_seeds(results) if len(results) > 1 else results[0]
     result.update({"run_dir": str(run_dir), "split": split, "seeds": seeds, "iteration": iteration,
                    "env": run.config.env, "agent": run.config.agent, "requested_num_tasks": num_tasks,

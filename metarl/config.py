@@ -7,7 +7,6 @@ section validated against the chosen agent's own config dataclass (declared besi
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -220,7 +219,3 @@ def agent_config(config: TrainConfig) -> Any:
 
     spec = get_agent_spec(config.agent)
     return build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
-
-
-def replace(config: Any, **changes: Any) -> Any:
-    return dataclasses.replace(config, **changes)

@@ -86,17 +86,6 @@ class GaussianMLPPolicy(nn.Module):
         return torch.distributions.Normal(mean, log_std.exp().expand_as(mean))
 
 
-def sample_actions(
-    distribution: torch.distributions.Normal, generator: torch.Generator
-) -> torch.Tensor:
-    """Reparameterised sample drawn from an explicit generator (no global RNG)."""
-    noise = torch.randn(
-        distribution.mean.shape, generator=generator, device=distribution.mean.device,
-        dtype=distribution.mean.dtype,
-    )
-    return distribution.mean + distribution.stddev * noise
-
-
 class LinearFeatureBaseline:
     """The time-varying linear baseline of Duan et al. (2016) used by MAML.
 

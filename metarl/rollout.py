@@ -123,6 +123,12 @@ class Sampler:
         self.sample_seconds += time.perf_counter() - start
         return trajectories
 
+    def restart(self) -> None:
+        """Zero the counters (the envs stay built): the next samples replay from the start."""
+        self.env_steps = 0
+        self.num_resets = 0
+        self.sample_seconds = 0.0
+
     def state_dict(self) -> dict[str, Any]:
         return {"env_steps": self.env_steps, "num_resets": self.num_resets}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,13 @@ class Run:
     sampler: Sampler
     agent: MetaAgent
     device: torch.device
+    eval_samplers: dict[int, Sampler] = field(default_factory=dict)
+    """One evaluation sampler per evaluation seed, its envs built once and reused."""
+
+    def close(self) -> None:
+        for sampler in (self.sampler, *self.eval_samplers.values()):
+            sampler.close()
+        self.eval_samplers.clear()
 
 
 def build_run(config: TrainConfig) -> Run:
@@ -61,24 +68,25 @@ def build_run(config: TrainConfig) -> Run:
     return Run(config, family, task_sampler, sampler, agent, device)
 
 
-def evaluation_sampler(config: TrainConfig, family: TaskFamily) -> Sampler:
-    """A sampler of its own, so evaluation never advances the training streams."""
-    return Sampler(family, seed=config.seed + EVAL_SEED_OFFSET, env_options=config.env_options)
-
-
 def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | None = None,
                  num_tasks: int | None = None) -> dict[str, Any]:
-    """Held-out evaluation of the run's agent with the config's protocol."""
+    """Held-out evaluation of the run's agent with the config's protocol.
+
+    Evaluation has samplers of its own, so it never advances the training streams, and each
+    one restarts its counters here, so an evaluation depends only on (seed, iteration).
+    """
     ev = run.config.evaluation
     tasks = run.task_sampler.held_out(split)[: num_tasks or ev.num_tasks]
     eval_seed = run.config.seed if seed is None else seed
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
-    sampler = Sampler(run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options)
-    try:
-        return meta_evaluate(run.agent, sampler, tasks, num_stages=ev.num_stages,
-                             episodes_per_stage=ev.episodes_per_stage, generator=generator)
-    finally:
-        sampler.close()
+    if eval_seed not in run.eval_samplers:
+        run.eval_samplers[eval_seed] = Sampler(
+            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options
+        )
+    sampler = run.eval_samplers[eval_seed]
+    sampler.restart()
+    return meta_evaluate(run.agent, sampler, tasks, num_stages=ev.num_stages,
+                         episodes_per_stage=ev.episodes_per_stage, generator=generator)
 
 
 def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, iteration: int,
@@ -200,7 +208,7 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
     finally:
         progress.close()
         logger.close()
-        run.sampler.close()
+        run.close()
     return run_dir
 
 

@@ -13,3 +13,16 @@ TINY = [
     "agent_options.episodes_per_task=4", "agent_options.hidden_sizes=[16,16]", "progress=false",
 ]
 """A MAML run small enough for a smoke test (seconds)."""
+
+
+MUJOCO_GOAL_FAMILIES = [
+    "HalfCheetahVel-MAML", "HalfCheetahVel-PEARL", "HalfCheetahDir", "AntVel", "AntDir", "AntDir2D",
+    "AntGoal", "HumanoidDir",
+]
+DYNAMICS_FAMILIES = ["HopperRandParams", "Walker2DRandParams"]
+MUJOCO_FAMILIES = MUJOCO_GOAL_FAMILIES + DYNAMICS_FAMILIES
+POINT_ROBOT_FAMILIES = ["PointRobot-Dense", "PointRobot-Sparse"]
+GOAL_FAMILIES = POINT_ROBOT_FAMILIES + MUJOCO_GOAL_FAMILIES
+"""Families whose task is a goal (the reward changes, the physics does not)."""
+FAMILY_NAMES = ["Navigation2D", *POINT_ROBOT_FAMILIES, *MUJOCO_FAMILIES]
+"""Every shipped family (Meta-World's are registered only with the optional extra)."""

@@ -5,22 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import MUJOCO_FAMILIES
 from metarl.envs.engine import ENGINES, MujocoVectorEnv
 from metarl.tasks import MetaRLError, get_family
 from metarl.vector_env import GymVectorTaskEnv, VectorTaskEnv
 
-MUJOCO_FAMILIES = [
-    "HalfCheetahVel-MAML",
-    "HalfCheetahVel-PEARL",
-    "HalfCheetahDir",
-    "AntVel",
-    "AntDir",
-    "AntDir2D",
-    "AntGoal",
-    "HumanoidDir",
-    "HopperRandParams",
-    "Walker2DRandParams",
-]
 NUM_ENVS = 3
 
 

@@ -11,25 +11,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from conftest import FAMILY_NAMES
 from metarl.envs.gym_ids import gym_id
 from metarl.envs.oracle import TaskRevealingVectorEnv
 from metarl.tasks import TaskSampler, get_family, list_families
 
-FAMILY_NAMES = [
-    "Navigation2D",
-    "PointRobot-Dense",
-    "PointRobot-Sparse",
-    "HalfCheetahVel-MAML",
-    "HalfCheetahVel-PEARL",
-    "HalfCheetahDir",
-    "AntVel",
-    "AntDir",
-    "AntDir2D",
-    "AntGoal",
-    "HumanoidDir",
-    "HopperRandParams",
-    "Walker2DRandParams",
-]
 # (num_train_tasks, num_test_tasks, horizon) from BENCHMARKS.md
 TABLE = {
     "Navigation2D": (None, 40, 100),

@@ -6,21 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import DYNAMICS_FAMILIES, GOAL_FAMILIES, MUJOCO_FAMILIES
 from metarl.tasks import get_family
-
-GOAL_FAMILIES = [
-    "PointRobot-Dense",
-    "PointRobot-Sparse",
-    "HalfCheetahVel-MAML",
-    "HalfCheetahVel-PEARL",
-    "HalfCheetahDir",
-    "AntVel",
-    "AntDir",
-    "AntDir2D",
-    "AntGoal",
-    "HumanoidDir",
-]
-MUJOCO_FAMILIES = GOAL_FAMILIES[2:] + ["HopperRandParams", "Walker2DRandParams"]
 
 
 def paper_reward(name: str, task: dict, info: dict, action: np.ndarray) -> np.ndarray:
@@ -69,7 +56,7 @@ def _actions(env, rng: np.random.Generator) -> np.ndarray:
     return (scale * rng.uniform(env.action_low, env.action_high, size=(env.num_envs, env.action_dim))).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", GOAL_FAMILIES + ["HopperRandParams", "Walker2DRandParams"])
+@pytest.mark.parametrize("name", GOAL_FAMILIES + DYNAMICS_FAMILIES)
 def test_vector_reward_is_the_paper_formula(name):
     family = get_family(name)
     tasks = family.sample_tasks(np.random.default_rng(0), 3)
