@@ -126,6 +126,8 @@ class AntKernel(BatchKernel):
     """Vectorised :class:`AntTaskEnv` for :class:`~metarl.envs.engine.MujocoVectorEnv`."""
 
     frame_skip = 5
+    reset_noise_scale = RESET_NOISE_SCALE
+    gaussian_velocity_noise = True
     post_constraint = True
 
     def __init__(self, num_envs: int, *, objective: str) -> None:
@@ -141,13 +143,6 @@ class AntKernel(BatchKernel):
             "cfrc_ext": lambda data: data.cfrc_ext,
             "torso_xy": lambda data: data.xpos[TORSO_BODY, :2],
         }
-
-    def reset_state(
-        self, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        qpos = init_qpos + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qpos.size)
-        qvel = init_qvel + RESET_NOISE_SCALE * rng.standard_normal(init_qvel.size)
-        return qpos, qvel
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         self.task_values = np.array([task[self.objective] for task in tasks], dtype=np.float64)

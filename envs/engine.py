@@ -53,6 +53,10 @@ class BatchKernel(abc.ABC):
     """
 
     frame_skip: int
+    reset_noise_scale: float
+    """Half-width of the uniform noise on the initial ``qpos`` (Gymnasium v5's ``reset_noise_scale``)."""
+    gaussian_velocity_noise: bool = False
+    """Initial ``qvel`` noise is ``scale * N(0, 1)`` (HalfCheetah, Ant) rather than uniform."""
     post_constraint: bool = False
     """Call ``mj_rnePostConstraint`` after stepping (contact forces ``cfrc_ext`` are read)."""
     dynamics_tasks: bool = False
@@ -67,11 +71,17 @@ class BatchKernel(abc.ABC):
     def fields(self) -> dict[str, FieldGetter]:
         """Name -> function returning a view of one ``MjData`` field (copied after every step)."""
 
-    @abc.abstractmethod
     def reset_state(
         self, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Initial ``(qpos [nq], qvel [nv])`` with the reference env's noise, drawn in its order."""
+        scale = self.reset_noise_scale
+        qpos = init_qpos + rng.uniform(-scale, scale, size=init_qpos.size)
+        if self.gaussian_velocity_noise:
+            qvel = init_qvel + scale * rng.standard_normal(init_qvel.size)
+        else:
+            qvel = init_qvel + rng.uniform(-scale, scale, size=init_qvel.size)
+        return qpos, qvel
 
     @abc.abstractmethod
     def set_tasks(self, tasks: Sequence[Task]) -> None:

@@ -72,6 +72,8 @@ class HalfCheetahKernel(BatchKernel):
     """Vectorised :class:`HalfCheetahTaskEnv` for :class:`~metarl.envs.engine.MujocoVectorEnv`."""
 
     frame_skip = 5
+    reset_noise_scale = RESET_NOISE_SCALE
+    gaussian_velocity_noise = True
 
     def __init__(self, num_envs: int, *, objective: str) -> None:
         _check_objective(objective)
@@ -81,13 +83,6 @@ class HalfCheetahKernel(BatchKernel):
 
     def fields(self) -> dict[str, FieldGetter]:
         return {"qpos": lambda data: data.qpos, "qvel": lambda data: data.qvel}
-
-    def reset_state(
-        self, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        qpos = init_qpos + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qpos.size)
-        qvel = init_qvel + RESET_NOISE_SCALE * rng.standard_normal(init_qvel.size)
-        return qpos, qvel
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         self.targets = np.array([task[self.objective] for task in tasks], dtype=np.float64)

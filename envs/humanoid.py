@@ -65,6 +65,7 @@ class HumanoidDirKernel(BatchKernel):
     """Vectorised :class:`HumanoidDirEnv` for :class:`~metarl.envs.engine.MujocoVectorEnv`."""
 
     frame_skip = 5
+    reset_noise_scale = RESET_NOISE_SCALE
     post_constraint = True
 
     def __init__(self, num_envs: int) -> None:
@@ -82,13 +83,6 @@ class HumanoidDirKernel(BatchKernel):
             "cfrc_ext": lambda data: data.cfrc_ext,
             "xipos": lambda data: data.xipos,
         }
-
-    def reset_state(
-        self, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        qpos = init_qpos + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qpos.size)
-        qvel = init_qvel + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qvel.size)
-        return qpos, qvel
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         self.angles = np.array([task["angle"] for task in tasks], dtype=np.float64)

@@ -144,6 +144,7 @@ class RandParamsKernel(BatchKernel):
     """Vectorised Hopper-v5 / Walker2d-v5 with per-sub-env models for the dynamics tasks."""
 
     frame_skip = FRAME_SKIP
+    reset_noise_scale = RESET_NOISE_SCALE
     dynamics_tasks = True
 
     def __init__(self, num_envs: int, *, robot: str) -> None:
@@ -153,13 +154,6 @@ class RandParamsKernel(BatchKernel):
 
     def fields(self) -> dict[str, FieldGetter]:
         return {"qpos": lambda data: data.qpos, "qvel": lambda data: data.qvel}
-
-    def reset_state(
-        self, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        qpos = init_qpos + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qpos.size)
-        qvel = init_qvel + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=init_qvel.size)
-        return qpos, qvel
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         """Tasks live in the per-sub-env models (:meth:`apply_task`); nothing to keep here."""
