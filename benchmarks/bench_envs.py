@@ -2,29 +2,34 @@
 
 One run measures, for HalfCheetah (``HalfCheetahVel-MAML``) and Ant (``AntVel``):
 
-- the raw single-thread ``mj_step`` loop, no policy (the per-core physics limit);
-- ``mujoco.rollout`` (persistent pool, 2 threads) used as the step function, policy in the loop;
+- the raw ``mj_step`` loop, no policy, on 1 thread (the per-core physics limit) and on 2 threads
+  (what two cores of this machine give MuJoCo);
 - Gymnasium ``SyncVectorEnv`` and ``AsyncVectorEnv`` over the family's Gymnasium id;
-- ours: ``MujocoVectorEnv`` with ``engine="serial"`` and ``engine="threads"``;
+- ours, each design of ``make_vector_env(..., engine=...)``: ``"serial"``, ``"threads"`` (2),
+  ``"processes"`` (2 workers, shared memory), ``"rollout"`` (``mujoco.rollout``, 2 threads;
+  HalfCheetah only: Ant's observations need contact forces);
 
-every row but the first with a 64-64 tanh MLP torch policy (``torch.set_num_threads(1)``)
-choosing each batch of actions.  Prints a table and the ratio ours / best Gymnasium.
-The machine may be shared: compare rows of one run, as ratios.
+every row but the raw loops with a 64-64 tanh MLP torch policy (``torch.set_num_threads(1)``)
+choosing each batch of actions.  Prints a table and the ratio ours / best Gymnasium.  The host's
+load moves every figure by up to 2x within minutes, so after the table the best Gymnasium row
+and the best row of ours are re-measured back to back ``--rounds`` times and the median of the
+paired ratios is printed too.
 
-    python benchmarks/bench_envs.py [--seconds 3]
+    python benchmarks/bench_envs.py [--seconds 2] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import threading
 import time
 from datetime import date
+from functools import partial
 from typing import Callable
 
 import gymnasium
 import mujoco
-import mujoco.rollout
 import numpy as np
 import torch
 
@@ -64,43 +69,29 @@ def timed(step: Callable[[], int], seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def raw_mj_step(xml_file: str, seconds: float) -> float:
+def raw_mj_step(xml_file: str, seconds: float, num_threads: int = 1) -> float:
+    """``mj_step`` loops with random controls, no policy, one per thread, summed."""
     model = load_model(xml_file)
-    data = mujoco.MjData(model)
     controls = np.random.default_rng(0).uniform(-1, 1, size=(64, model.nu))
+    counts = [0] * num_threads
+    stop = time.perf_counter() + seconds
 
-    def step() -> int:
-        for control in controls:
-            data.ctrl[:] = control
-            mujoco.mj_step(model, data, nstep=FRAME_SKIP)
-        mujoco.mj_resetData(model, data)
-        return len(controls)
+    def loop(index: int) -> None:
+        data = mujoco.MjData(model)
+        while time.perf_counter() < stop:
+            for control in controls:
+                data.ctrl[:] = control
+                mujoco.mj_step(model, data, nstep=FRAME_SKIP)
+            mujoco.mj_resetData(model, data)
+            counts[index] += len(controls)
 
-    return timed(step, seconds)
-
-
-def rollout_engine(xml_file: str, num_envs: int, seconds: float) -> float:
-    """``mujoco.rollout`` from the batch's state each step; qpos/qvel observations."""
-    model = load_model(xml_file)
-    datas = [mujoco.MjData(model) for _ in range(2)]
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state_size = mujoco.mj_stateSize(model, spec)
-    initial = np.zeros(state_size)
-    mujoco.mj_getState(model, datas[0], initial, spec)
-    states = np.tile(initial, (num_envs, 1))
-    policy = make_policy(model.nq + model.nv - 1, model.nu)
-    output = np.zeros((num_envs, FRAME_SKIP, state_size))
-    with mujoco.rollout.Rollout(nthread=2) as runner:
-
-        def step() -> int:
-            nonlocal states
-            observations = states[:, 2 : 1 + model.nq + model.nv]
-            actions = policy(observations).astype(np.float64)[:, None, :]
-            runner.rollout(model, datas, states, actions, nstep=FRAME_SKIP, state=output)
-            states = output[:, -1].copy()
-            return num_envs
-
-        return timed(step, seconds)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(index,)) for index in range(num_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def gymnasium_vector(family_name: str, num_envs: int, asynchronous: bool, seconds: float) -> float:
@@ -146,7 +137,8 @@ def ours(family_name: str, num_envs: int, engine: str, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per row")
+    parser.add_argument("--rounds", type=int, default=5, help="paired re-measurements of the best rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
@@ -156,25 +148,44 @@ def main() -> None:
     )
     print("| robot | engine | num_envs | env steps/s |")
     print("|---|---|---|---|")
-    for robot, (family_name, xml_file) in FAMILIES.items():
-        rows: list[tuple[str, int, float]] = []
+    seconds = args.seconds
+    summary = []
+    for robot, (family, xml_file) in FAMILIES.items():
+        designs: list[tuple[str, int, Callable[[], float]]] = [
+            *[(f"raw mj_step loop, {threads} thread(s), no policy", threads,
+               partial(raw_mj_step, xml_file, seconds, threads)) for threads in (1, 2)],
+            *[("Gymnasium SyncVectorEnv", n, partial(gymnasium_vector, family, n, False, seconds))
+              for n in (8, 32)],
+            *[("Gymnasium AsyncVectorEnv", n, partial(gymnasium_vector, family, n, True, seconds))
+              for n in (2, 8)],
+            ("ours, serial", 32, partial(ours, family, 32, "serial", seconds)),
+            *[("ours, threads (2)", n, partial(ours, family, n, "threads", seconds)) for n in (32, 64)],
+            *[("ours, processes (2 workers)", n, partial(ours, family, n, "processes", seconds))
+              for n in (64, 128)],
+        ]
+        if robot == "HalfCheetah":  # Ant observes contact forces, which rollout does not return
+            designs += [("ours, rollout (2 threads)", n, partial(ours, family, n, "rollout", seconds))
+                        for n in (64, 128, 256)]
+        rates = []
+        for engine, num_envs, measure in designs:
+            rates.append(measure())
+            print(f"| {robot} | {engine} | {num_envs} | {rates[-1]:,.0f} |", flush=True)
 
-        def record(engine: str, num_envs: int, rate: float) -> None:
-            rows.append((engine, num_envs, rate))
-            print(f"| {robot} | {engine} | {num_envs} | {rate:,.0f} |", flush=True)
+        def best(prefix: str) -> int:
+            return max((i for i, d in enumerate(designs) if d[0].startswith(prefix)), key=rates.__getitem__)
 
-        record("raw mj_step loop, 1 thread, no policy", 1, raw_mj_step(xml_file, args.seconds))
-        for num_envs in (8, 32):
-            record("Gymnasium SyncVectorEnv", num_envs, gymnasium_vector(family_name, num_envs, False, args.seconds))
-        for num_envs in (2, 8):
-            record("Gymnasium AsyncVectorEnv", num_envs, gymnasium_vector(family_name, num_envs, True, args.seconds))
-        record("mujoco.rollout step, 2 threads (qpos/qvel obs only)", 64, rollout_engine(xml_file, 64, args.seconds))
-        record("ours, serial", 32, ours(family_name, 32, "serial", args.seconds))
-        for num_envs in (32, 64):
-            record("ours, threads (2)", num_envs, ours(family_name, num_envs, "threads", args.seconds))
-        best_gym = max(rate for engine, _, rate in rows if engine.startswith("Gymnasium"))
-        best_ours = max(rate for engine, _, rate in rows if engine.startswith("ours"))
-        print(f"| {robot} | **ours / best Gymnasium** | | **{best_ours / best_gym:.2f}x** |", flush=True)
+        gym_index, ours_index = best("Gymnasium"), best("ours")
+        print(f"| {robot} | **ours / best Gymnasium** | | **{rates[ours_index] / rates[gym_index]:.2f}x** |")
+        ratios = []
+        for _ in range(args.rounds):  # paired re-measurements: the host's load drifts
+            gym_rate, ours_rate = designs[gym_index][2](), designs[ours_index][2]()
+            ratios.append(ours_rate / gym_rate)
+        described = [f"{d[0]}, N={d[1]}" for d in (designs[ours_index], designs[gym_index])]
+        summary.append(f"{robot}: {described[0]} / {described[1]}, {args.rounds} paired rounds: "
+                       f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}x")
+    print()
+    for line in summary:
+        print(line)
 
 
 if __name__ == "__main__":

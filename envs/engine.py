@@ -5,9 +5,22 @@ the hot loop: each sub-env has its own ``MjData`` (and its own ``MjModel`` when 
 dynamics; otherwise one model is shared), the loop calls ``mujoco.mj_step(model, data,
 nstep=frame_skip)`` directly, copies the few ``MjData`` fields the family needs into batch arrays,
 and a family's :class:`BatchKernel` computes observations, rewards and termination in NumPy over
-the whole batch.  The batch is split into contiguous slices stepped on a small thread pool:
-``mj_step`` releases the GIL, so two threads use two cores (PERFORMANCE.md: ~31k vs ~21k
-HalfCheetah steps/s on 2 cores; worker processes were no faster and cost pipe wake-ups).
+the whole batch.  How the batch's physics is stepped is the ``engine``:
+
+- ``"rollout"``: one ``mujoco.rollout`` call per env step advances every sub-env ``frame_skip``
+  physics steps on MuJoCo's own C++ thread pool, no Python per sub-env.  Only for kernels that
+  read nothing but ``qpos``/``qvel`` (HalfCheetah, Hopper, Walker2D): the rollout returns the
+  physics state only.  MuJoCo's solver warm start (``qacc_warmstart``) is not part of that state,
+  so each call is warm-started from the last physics step's finite-difference acceleration; the
+  trajectory equals ``mj_step``'s to solver tolerance, not bit for bit (see ``supports_rollout``).
+- ``"threads"``: contiguous slices of the batch stepped with ``mj_step`` on a small thread pool
+  (``mj_step`` releases the GIL); bit-identical to the Gymnasium reference.
+- ``"processes"`` (:mod:`metarl.envs.processes`): worker processes each stepping a slice, shared
+  memory for the arrays; a worker that dies or fails is reported as a :class:`MetaRLError`.
+- ``"serial"``: the threads engine in the calling thread; ``"gym"``: the reference engine.
+
+``"auto"`` (the default) is ``"rollout"`` where the kernel allows it, else ``"threads"``: the
+fastest measured on 2 cores (benchmarks/RESULTS.md).
 
 Each family's single Gymnasium env (a v5 subclass) is the reference; the engine reproduces it:
 the same model file, the same reset noise drawn from ``default_rng(seed + i)`` (what Gymnasium's
@@ -23,14 +36,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import mujoco
+import mujoco.rollout
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 
 from metarl.tasks import MetaRLError, Task
 from metarl.vector_env import GymVectorTaskEnv, check_actions, check_tasks
 
-ENGINES = ("threads", "serial", "gym")
+ENGINES = ("auto", "rollout", "threads", "processes", "serial", "gym")
 """Accepted values of ``make_vector_env(..., engine=...)``; the first is the default."""
+
+ROLLOUT_FIELDS = frozenset({"qpos", "qvel"})
+"""The ``MjData`` fields a kernel may read to run on the ``"rollout"`` engine."""
+
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+"""The physics state ``mujoco.rollout`` takes and returns: time, qpos, qvel, act, plugin state."""
 
 DEFAULT_NUM_THREADS = 2
 
@@ -105,11 +125,19 @@ class BatchKernel(abc.ABC):
         raise MetaRLError(f"{type(self).__name__} has no dynamics tasks to write into a model")
 
 
-class MujocoVectorEnv:
-    """A batch of MuJoCo sub-envs stepped with ``mj_step`` on ``num_threads`` threads.
+def supports_rollout(kernel: BatchKernel) -> bool:
+    """Whether ``kernel`` can run on the ``"rollout"`` engine (reads only qpos/qvel)."""
+    return set(kernel.fields()) <= ROLLOUT_FIELDS and not kernel.post_constraint
 
-    Implements :class:`metarl.vector_env.VectorTaskEnv`; no autoreset.  ``num_threads=1`` steps
-    serially in the calling thread.  Call :meth:`reset` after :meth:`set_tasks`.
+
+class MujocoVectorEnv:
+    """A batch of MuJoCo sub-envs stepped on ``num_threads`` threads, with ``mj_step`` or rollout.
+
+    Implements :class:`metarl.vector_env.VectorTaskEnv`; no autoreset.  ``stepping="threads"``
+    calls ``mj_step`` per sub-env on a thread pool (``num_threads=1``: serially in the calling
+    thread); ``stepping="rollout"`` advances the whole batch with one ``mujoco.rollout`` call on
+    MuJoCo's thread pool (kernels for which :func:`supports_rollout` holds).  Call :meth:`reset`
+    after :meth:`set_tasks`.
     """
 
     def __init__(
@@ -119,12 +147,23 @@ class MujocoVectorEnv:
         max_episode_steps: int,
         seed: int = 0,
         num_threads: int = DEFAULT_NUM_THREADS,
+        stepping: str = "threads",
     ) -> None:
         if num_threads < 1:
             raise MetaRLError(f"num_threads must be at least 1; got {num_threads}")
+        if stepping not in ("threads", "rollout"):
+            raise MetaRLError(f"unknown stepping {stepping!r}; accepted: threads, rollout")
+        if stepping == "rollout" and not supports_rollout(kernel):
+            extra = sorted(set(kernel.fields()) - ROLLOUT_FIELDS) or ["contact forces"]
+            raise MetaRLError(
+                f"engine 'rollout' needs a family observed through qpos/qvel only; "
+                f"{type(kernel).__name__} also reads {', '.join(extra)}: use engine 'threads' "
+                "or 'processes'"
+            )
         self.kernel = kernel
         self.num_envs = kernel.num_envs
         self.max_episode_steps = max_episode_steps
+        self.stepping = stepping
         self._seed = seed
         self._reset_count = 0
         self._elapsed = 0
@@ -147,15 +186,35 @@ class MujocoVectorEnv:
         self._previous = self._empty_state()
         self.observation_dim = int(kernel.observations(self._state).shape[1])
         self.num_threads = min(num_threads, self.num_envs)
+        self._actions = np.zeros((self.num_envs, self.action_dim))
+        self._pool = None
+        self._rollout = None
+        self._closed = False
+        if stepping == "rollout":
+            self._init_rollout(base_model)
+            return
         bounds = np.linspace(0, self.num_envs, self.num_threads + 1).astype(int)
         self._slices = list(zip(bounds[:-1], bounds[1:]))
         # The calling thread steps the first slice itself; the pool steps the others.
-        self._pool = (
-            ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="mujoco-step")
-            if self.num_threads > 1
-            else None
-        )
-        self._actions = np.zeros((self.num_envs, self.action_dim))
+        if self.num_threads > 1:
+            self._pool = ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="mujoco-step")
+
+    def _init_rollout(self, model: mujoco.MjModel) -> None:
+        frame_skip, n = self.kernel.frame_skip, self.num_envs
+        size = mujoco.mj_stateSize(model, STATE_SPEC)
+        before_qpos = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_TIME)
+        self._qpos = slice(before_qpos, before_qpos + model.nq)
+        self._qvel = slice(before_qpos + model.nq, before_qpos + model.nq + model.nv)
+        self._physics = np.zeros((n, size))
+        self._warmstart = np.zeros((n, model.nv))
+        self._controls = np.zeros((n, frame_skip, model.nu))
+        self._trajectory = np.zeros((n, frame_skip, size))
+        self._sensordata = np.zeros((n, frame_skip, model.nsensordata))
+        self._models = list(self.models)
+        # nthread=0 runs in the calling thread; otherwise MuJoCo's pool needs one MjData a thread.
+        threads = self.num_threads if self.num_threads > 1 else 0
+        self._rollout = mujoco.rollout.Rollout(nthread=threads)
+        self._rollout_datas = [mujoco.MjData(model) for _ in range(max(threads, 1))]
 
     def _empty_state(self) -> dict[str, np.ndarray]:
         return {
@@ -186,6 +245,9 @@ class MujocoVectorEnv:
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
             self._gather(index, self._state)
+            if self._rollout is not None:
+                mujoco.mj_getState(model, data, self._physics[index], STATE_SPEC)
+                self._warmstart[index] = data.qacc_warmstart
         return self.kernel.observations(self._state).astype(np.float32)
 
     def _step_slice(self, start: int, stop: int) -> None:
@@ -201,11 +263,34 @@ class MujocoVectorEnv:
             for name, view in zip(self._names, self._views[index]):
                 state[name][index] = view
 
+    def _step_rollout(self) -> None:
+        self._controls[:] = self._actions[:, None, :]
+        self._rollout.rollout(
+            self._models, self._rollout_datas, self._physics, self._controls,
+            nstep=self.kernel.frame_skip, initial_warmstart=self._warmstart,
+            state=self._trajectory, sensordata=self._sensordata, skip_checks=True,
+        )
+        last = self._trajectory[:, -1]
+        before_last = self._trajectory[:, -2] if self.kernel.frame_skip > 1 else self._physics
+        # mj_step leaves qacc_warmstart = the last step's acceleration; its finite difference
+        # (exact for the explicit part of Euler) starts the solver next to the solution.
+        timestep = self.models[0].opt.timestep
+        np.subtract(last[:, self._qvel], before_last[:, self._qvel], out=self._warmstart)
+        self._warmstart /= timestep
+        self._physics[:] = last
+        for name, columns in (("qpos", self._qpos), ("qvel", self._qvel)):
+            if name in self._state:
+                self._state[name][:] = last[:, columns]
+
     def step(self, actions: np.ndarray):
+        if self._closed:
+            raise MetaRLError("step on a closed vector env")
         actions = check_actions(self, actions)
         self._actions[:] = actions
         self._previous, self._state = self._state, self._previous
-        if self._pool is None:
+        if self._rollout is not None:
+            self._step_rollout()
+        elif self._pool is None:
             self._step_slice(0, self.num_envs)
         else:
             futures = [self._pool.submit(self._step_slice, *bounds) for bounds in self._slices[1:]]
@@ -221,9 +306,12 @@ class MujocoVectorEnv:
         return observations, rewards.astype(np.float32), terminated, truncated, infos
 
     def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._rollout is not None:
+            self._rollout.close()
 
 
 def mujoco_vector_env_factory(
@@ -231,10 +319,10 @@ def mujoco_vector_env_factory(
     make_env: Callable[..., Any],
     default_max_episode_steps: int,
 ) -> Callable[..., Any]:
-    """A family's ``make_vector_env(num_envs, *, seed=0, engine="threads", num_threads=2)``.
+    """A family's ``make_vector_env(num_envs, *, seed=0, engine="auto", num_threads=2)``.
 
-    ``engine``: ``"threads"`` (default, fastest measured), ``"serial"`` (the same engine in the
-    calling thread) or ``"gym"`` (the reference :class:`GymVectorTaskEnv` over ``make_env``).
+    ``engine`` is one of :data:`ENGINES` (see the module docstring); ``num_threads`` is the
+    number of stepping threads, or of worker processes for ``"processes"``.
     """
 
     def make_vector_env(
@@ -245,17 +333,31 @@ def mujoco_vector_env_factory(
         num_threads: int = DEFAULT_NUM_THREADS,
         max_episode_steps: int = default_max_episode_steps,
     ) -> Any:
+        if engine not in ENGINES:
+            raise MetaRLError(f"unknown engine {engine!r}; accepted: {', '.join(ENGINES)}")
         if engine == "gym":
             return GymVectorTaskEnv(
                 make_env, num_envs, max_episode_steps=max_episode_steps, seed=seed
             )
-        if engine in ("threads", "serial"):
-            return MujocoVectorEnv(
-                make_kernel(num_envs),
-                max_episode_steps=max_episode_steps,
-                seed=seed,
-                num_threads=num_threads if engine == "threads" else 1,
+        if engine == "processes":
+            from metarl.envs.processes import ProcessVectorEnv
+
+            def make_slice(size: int) -> MujocoVectorEnv:
+                kernel = make_kernel(size)
+                return MujocoVectorEnv(kernel, max_episode_steps=max_episode_steps, num_threads=1)
+
+            return ProcessVectorEnv(
+                make_slice, num_envs, num_workers=num_threads,
+                max_episode_steps=max_episode_steps, seed=seed,
             )
-        raise MetaRLError(f"unknown engine {engine!r}; accepted: {', '.join(ENGINES)}")
+        kernel = make_kernel(num_envs)
+        rollout = engine == "rollout" or (engine == "auto" and supports_rollout(kernel))
+        return MujocoVectorEnv(
+            kernel,
+            max_episode_steps=max_episode_steps,
+            seed=seed,
+            num_threads=1 if engine == "serial" else num_threads,
+            stepping="rollout" if rollout else "threads",
+        )
 
     return make_vector_env

@@ -6,6 +6,8 @@ reset seed and the actions taken.  The last recorded episode (the first episode 
 adaptation stage) is then replayed in the family's reference Gymnasium env (``family.make_env``)
 from the same reset seed, rendering a frame per step; the fast engines reproduce the reference
 env from the same seed (``tests/test_envs_engine.py``), so the replay shows the adapted rollout.
+The ``rollout`` engine matches ``mj_step`` only to solver tolerance, which chaos amplifies over
+an episode, so the recording sampler steps such families with ``engine="threads"`` instead.
 
 Rendering needs an offscreen OpenGL: ``MUJOCO_GL=egl`` (the default we set when unset) or
 ``osmesa``.  Where none is available the video is skipped with a one-line notice.
@@ -125,7 +127,11 @@ def record_adapted_rollout(
     episodes: list[_Episode] = []
 
     def recording_env(num_envs: int, **kwargs: Any) -> _FirstEnvRecorder:
-        return _FirstEnvRecorder(family.make_vector_env(num_envs, **kwargs), episodes)
+        env = family.make_vector_env(num_envs, **kwargs)
+        if getattr(env, "stepping", None) == "rollout":  # a bit-exact replay needs mj_step
+            env.close()
+            env = family.make_vector_env(num_envs, **{**kwargs, "engine": "threads"})
+        return _FirstEnvRecorder(env, episodes)
 
     sampler = Sampler(dataclasses.replace(family, make_vector_env=recording_env), seed=seed,
                       env_options=env_options)
