@@ -41,7 +41,7 @@ import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 
 from metarl.tasks import MetaRLError, Task
-from metarl.vector_env import GymVectorTaskEnv, check_actions, check_tasks
+from metarl.vector_env import GymVectorTaskEnv, ResetSeeds, check_actions, check_tasks
 
 ENGINES = ("auto", "rollout", "threads", "processes", "serial", "gym")
 """Accepted values of ``make_vector_env(..., engine=...)``; the first is the default."""
@@ -54,8 +54,6 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 DEFAULT_NUM_THREADS = 2
 
-RESET_SEED_STRIDE = 1_000_003
-"""Seed offset between successive ``reset()`` calls, the same as GymVectorTaskEnv's."""
 
 FieldGetter = Callable[[mujoco.MjData], np.ndarray]
 
@@ -164,8 +162,7 @@ class MujocoVectorEnv:
         self.num_envs = kernel.num_envs
         self.max_episode_steps = max_episode_steps
         self.stepping = stepping
-        self._seed = seed
-        self._reset_count = 0
+        self._reset_seeds = ResetSeeds(seed)
         self._elapsed = 0
         base_model = kernel.model
         if kernel.dynamics_tasks:
@@ -234,8 +231,7 @@ class MujocoVectorEnv:
                 self.kernel.apply_task(model, data, task)
 
     def reset(self, *, seed: int | None = None) -> np.ndarray:
-        base = self._seed + RESET_SEED_STRIDE * self._reset_count if seed is None else seed
-        self._reset_count += 1
+        base = self._reset_seeds.next(seed)
         self._elapsed = 0
         for index, (model, data) in enumerate(zip(self.models, self.datas)):
             rng = np.random.default_rng(base + index)

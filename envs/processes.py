@@ -28,10 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from metarl.tasks import MetaRLError, Task
-from metarl.vector_env import VectorTaskEnv, check_actions, check_tasks
+from metarl.vector_env import ResetSeeds, VectorTaskEnv, check_actions, check_tasks
 
-RESET_SEED_STRIDE = 1_000_003
-"""Seed offset between successive ``reset()`` calls, the same as the other engines'."""
 
 DEFAULT_TIMEOUT_S = 300.0
 """Longest wait for one worker's answer to one command before it counts as hung."""
@@ -124,8 +122,7 @@ class ProcessVectorEnv:
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.timeout_s = timeout_s
-        self._seed = seed
-        self._reset_count = 0
+        self._reset_seeds = ResetSeeds(seed)
         self._closed = False
         probe = make_slice(1)  # dimensions and bounds, from one sub-env in this process
         self.observation_dim, self.action_dim = probe.observation_dim, probe.action_dim
@@ -205,8 +202,7 @@ class ProcessVectorEnv:
         self._gather("set_tasks", [list(tasks[start:stop]) for start, stop in self.slices])
 
     def reset(self, *, seed: int | None = None) -> np.ndarray:
-        base = self._seed + RESET_SEED_STRIDE * self._reset_count if seed is None else seed
-        self._reset_count += 1
+        base = self._reset_seeds.next(seed)
         self._gather("reset", [base] * len(self.slices))
         return self._shared["observations"].copy()
 

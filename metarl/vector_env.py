@@ -47,6 +47,25 @@ class VectorTaskEnv(Protocol):
         ...
 
 
+RESET_SEED_STRIDE = 1_000_003
+"""Seed offset between successive seedless ``reset()`` calls of one vector env."""
+
+
+class ResetSeeds:
+    """The base seed of each ``reset()`` of an engine; every engine seeds sub-env ``i`` with
+    ``base + i``, so all engines give the same initial states for the same seeds."""
+
+    def __init__(self, env_seed: int) -> None:
+        self.env_seed = env_seed
+        self.count = 0
+
+    def next(self, seed: int | None = None) -> int:
+        """``seed`` when given, else ``env_seed + RESET_SEED_STRIDE * (resets so far)``."""
+        base = self.env_seed + RESET_SEED_STRIDE * self.count if seed is None else seed
+        self.count += 1
+        return base
+
+
 def check_tasks(env: VectorTaskEnv, tasks: Sequence[Task]) -> None:
     if len(tasks) != env.num_envs:
         raise MetaRLError(
@@ -84,9 +103,8 @@ class GymVectorTaskEnv:
         self.action_low = action_space.low.astype(np.float32)
         self.action_high = action_space.high.astype(np.float32)
         self.max_episode_steps = max_episode_steps
-        self._seed = seed
+        self._reset_seeds = ResetSeeds(seed)
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
-        self._reset_count = 0
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         check_tasks(self, tasks)
@@ -94,8 +112,7 @@ class GymVectorTaskEnv:
             env.unwrapped.set_task(task)
 
     def reset(self, *, seed: int | None = None) -> np.ndarray:
-        base = self._seed + 1_000_003 * self._reset_count if seed is None else seed
-        self._reset_count += 1
+        base = self._reset_seeds.next(seed)
         self._elapsed[:] = 0
         observations = [env.reset(seed=base + i)[0] for i, env in enumerate(self.envs)]
         return np.stack(observations).astype(np.float32)
