@@ -21,7 +21,7 @@ from metarl.vector_env import GymVectorTaskEnv, VectorTaskEnv
 
 ROLLOUT_FAMILIES = [
     name for name in MUJOCO_FAMILIES
-    if supports_rollout(get_family(name).make_vector_env(1, engine="threads").kernel)
+    if supports_rollout(get_family(name).make_vector_env(1, engine="serial").kernel)
 ]
 """Families observed through qpos/qvel only: HalfCheetah's and the RandParams ones."""
 
