@@ -302,15 +302,25 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 # ------------------------------------------------------------------------------- learning
 LEARNING_OPTIONS = dict(
-    meta_batch_size=16, num_tasks_sample=4, num_initial_steps=100, num_steps_prior=40,
-    num_steps_posterior=0, num_extra_rl_steps_posterior=40, num_train_steps_per_itr=100,
+    meta_batch_size=16, num_tasks_sample=4, num_initial_steps=100, num_steps_prior=20,
+    num_steps_posterior=80, num_extra_rl_steps_posterior=0, num_train_steps_per_itr=100,
     batch_size=64, embedding_batch_size=64, hidden_sizes=(64, 64), encoder_hidden_sizes=(64, 64),
-    reward_scale=100.0, policy_lr=1e-3, qf_lr=1e-3, context_lr=1e-3, discount=0.9,
+    reward_scale=100.0, kl_lambda=1.0, policy_lr=1e-3, qf_lr=1e-3, context_lr=1e-3, discount=0.9,
     buffer_capacity=20_000,
 )
-"""The paper's point-robot settings (reward scale 100, fixed α = 1, meta-batch 16, 5 collected
-tasks → 4) on a budget that runs in minutes on a CPU: 64x64 networks instead of 300x300x300,
-batch 64, 100 gradient steps per iteration instead of 1000, discount 0.9, learning rates 1e-3."""
+"""The paper's point-robot settings (reward scale 100, fixed α = 1, meta-batch 16, discount 0.9,
+5 collected tasks → 4) on a budget that runs in minutes on a CPU: 64x64 networks instead of
+300x300x300, batch 64, 100 gradient steps per iteration instead of 1000, learning rates 1e-3.
+
+The collection schedule and β are oyster's point-robot recipe for adaptation over several
+trajectories (configs/sparse-point-robot.json: few prior steps, many posterior steps that also
+feed the encoder, no extra RL-only steps, kl_lambda 1): per collected task 1 trajectory with
+z ~ prior, then 4 with z re-inferred from the encoder buffer after each.  That buffer then holds
+the context the evaluation builds (one prior trajectory, then posterior ones).  With the dense
+config's schedule (2 prior trajectories, encoder trained on prior data only, β = 0.1) the
+encoder never sees the posterior trajectories that make up most of the evaluation's context,
+and posterior means drift far outside N(0, I) (|μ| ≈ 10), so z ~ prior means no task: 150
+iterations gave [-16.46, -14.69, -11.26, -10.86, -11.28]."""
 NUM_TRAJECTORIES = 5
 """Held-out trajectories per goal: the first with z from the prior, then posterior updates."""
 
@@ -344,17 +354,22 @@ def oracle_family(family):
 @pytest.mark.slow
 def test_pearl_posterior_beats_prior_and_closes_part_of_the_gap_to_the_oracle():
     """Held-out goals: the last trajectory, with z from the posterior over the context gathered
-    so far, is well above the first (z from the prior), and closes part of the gap from the
-    first to a task-revealing SAC trained with the same budget (same code with latent_dim 0 and
-    the goal appended to the observation).
+    so far, is well above the first (z from the prior), and closes more than half of the gap
+    from the first to a task-revealing SAC trained with the same budget (same code with
+    latent_dim 0 and the goal appended to the observation).
 
-    Measured (seed 0, 150 iterations each, about 7 minutes on 2 shared cores): PEARL per
-    trajectory [-16.46, -14.69, -11.26, -10.86, -11.28], oracle -2.57: the last trajectory
-    closes 37% of the gap.  Longer runs (200 iterations) plateau near -10 at this network size;
-    the paper's budget (1000 gradient steps per iteration, 300-unit networks) is far beyond a CPU
-    test."""
+    Measured (seed 0, 150 iterations each, 5 min 13 s on 2 shared cores): PEARL per trajectory
+    [-18.22, -15.52, -11.20, -9.80, -9.03], oracle -2.59: the last trajectory is 9.2 above the
+    first and closes 59% of the gap (50% of the gap from staying at the origin, -15.6).  What
+    is left is the policy, not the inference: at the last trajectory z is consistent (its
+    spread over context draws is 0.09 against 1.2 between goals), and a z inferred from 100 to
+    400 transitions spread over the square does no better (-9.6 to -9.1); the policy heads
+    towards the goal (cosine 0.75 of its first move) but ends 0.39 from it.  128x128 networks
+    reach -7.7 (60%) at twice the time; the paper's budget (1000 gradient steps per iteration,
+    300-unit networks) is far beyond a CPU test.  The thresholds leave headroom for other
+    platforms."""
     family = get_family("PointRobot-Dense")
-    num_iterations = 150  # 15,000 gradient steps, about 56,000 env steps
+    num_iterations = 150  # 15,000 gradient steps, about 68,000 env steps
     pearl = train_and_evaluate(family, LEARNING_OPTIONS, num_iterations=num_iterations)
     oracle = train_and_evaluate(oracle_family(family), {**LEARNING_OPTIONS, "latent_dim": 0},
                                 num_iterations=num_iterations)
@@ -362,7 +377,7 @@ def test_pearl_posterior_beats_prior_and_closes_part_of_the_gap_to_the_oracle():
           f"oracle {[round(r, 2) for r in oracle]}")
     prior, posterior, oracle_return = pearl[0], pearl[-1], float(np.mean(oracle))
     # Return = -Σ_t distance over 20 steps: staying at the origin scores about -15.6.
-    assert posterior > prior + 4.0, (prior, posterior)
-    assert posterior > -13.0, posterior
-    assert posterior - prior >= 0.25 * (oracle_return - prior), (prior, posterior, oracle_return)
+    assert posterior > prior + 6.0, (prior, posterior)
+    assert posterior > -11.0, posterior
+    assert posterior - prior >= 0.45 * (oracle_return - prior), (prior, posterior, oracle_return)
     assert oracle_return > -4.0, oracle_return  # the oracle itself learned the task
