@@ -353,33 +353,41 @@ def oracle_family(family):
             family.make_vector_env(num_envs, **kw), encode_task))
 
 
-@pytest.mark.slow
-def test_pearl_posterior_beats_prior_and_closes_part_of_the_gap_to_the_oracle():
-    """Held-out goals: the last trajectory, with z from the posterior over the context gathered
-    so far, is well above the first (z from the prior), and closes at least 45% of the gap
-    from the first to a task-revealing SAC trained with the same budget (same code with
-    latent_dim 0 and the goal appended to the observation).
+STAY_AT_ORIGIN = -15.6
+"""Return of staying at the origin (-Σ_t distance over 20 steps, averaged over the test goals)."""
 
-    Measured (seed 0, 150 iterations each, 5 min 13 s on 2 shared cores): PEARL per trajectory
-    [-18.22, -15.52, -11.20, -9.80, -9.03], oracle -2.59: the last trajectory is 9.2 above the
-    first and closes 59% of the gap (50% of the gap from staying at the origin, -15.6).  What
-    is left is the policy, not the inference: at the last trajectory z is consistent (its
-    spread over context draws is 0.09 against 1.2 between goals), and a z inferred from 100 to
-    400 transitions spread over the square does no better (-9.6 to -9.1); the policy heads
-    towards the goal (cosine 0.75 of its first move) but ends 0.39 from it.  128x128 networks
-    reach -7.7 (60%) at twice the time; the paper's budget (1000 gradient steps per iteration,
-    300-unit networks) is far beyond a CPU test.  The thresholds leave headroom for other
-    platforms."""
+
+@pytest.mark.slow
+def test_pearl_posterior_beats_prior_and_closes_most_of_the_gap_to_the_oracle():
+    """Held-out goals: the last trajectory, with z from the posterior over the context gathered
+    so far, is well above the first (z from the prior), and closes most of the gap to a
+    task-revealing SAC trained with the same budget (same code with latent_dim 0 and the goal
+    appended to the observation): at least 60% of the gap from the prior trajectory and 55%
+    of the gap from staying at the origin (the prior trajectory gets worse as z ~ N(0, I)
+    stops meaning any task, which flatters the first measure).
+
+    Measured (seed 0, 450 iterations each, about 14 minutes on 2 shared cores): PEARL per
+    trajectory [-20.36, -15.89, -9.36, -6.82, -6.49], oracle -2.58: the last trajectory is
+    13.9 above the first and closes 78% of the gap from it (70% from the origin).  The same
+    run evaluated along the way, last trajectory: -9.03 (150 iterations), -8.31 (200), -7.49
+    (250), -8.06 (300), -6.59 (350), -7.81 (400), -6.49 (450), -7.09 (500): PEARL keeps
+    approaching the oracle, which has converged by 150 iterations (-2.59).  At 150 iterations
+    the gap closed is 59% (50% from the origin).  What is left is the policy, not the
+    inference: at 150 iterations z is already consistent (its spread over context draws is 0.09
+    against 1.2 between goals), and a z inferred from 100 to 400 transitions spread over the
+    square does no better than the test's own context; the paper's budget (1000 gradient
+    steps per iteration, 300-unit networks) is far beyond a CPU test.  The thresholds leave
+    headroom for other platforms (every evaluation from 300 iterations on passes them)."""
     family = get_family("PointRobot-Dense")
-    num_iterations = 150  # 15,000 gradient steps, about 68,000 env steps
+    num_iterations = 450  # 45,000 gradient steps, about 200,000 env steps
     pearl = train_and_evaluate(family, LEARNING_OPTIONS, num_iterations=num_iterations)
     oracle = train_and_evaluate(oracle_family(family), {**LEARNING_OPTIONS, "latent_dim": 0},
                                 num_iterations=num_iterations)
     print(f"PEARL return per trajectory {[round(r, 2) for r in pearl]}; "
           f"oracle {[round(r, 2) for r in oracle]}")
     prior, posterior, oracle_return = pearl[0], pearl[-1], float(np.mean(oracle))
-    # Return = -Σ_t distance over 20 steps: staying at the origin scores about -15.6.
-    assert posterior > prior + 6.0, (prior, posterior)
-    assert posterior > -11.0, posterior
-    assert posterior - prior >= 0.45 * (oracle_return - prior), (prior, posterior, oracle_return)
     assert oracle_return > -4.0, oracle_return  # the oracle itself learned the task
+    assert posterior > prior + 8.0, (prior, posterior)
+    assert posterior > -9.0, posterior
+    assert posterior - prior >= 0.60 * (oracle_return - prior), (prior, posterior, oracle_return)
+    assert posterior - STAY_AT_ORIGIN >= 0.55 * (oracle_return - STAY_AT_ORIGIN), (posterior, oracle_return)
