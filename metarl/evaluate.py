@@ -150,7 +150,7 @@ def format_table(result: dict[str, Any], *, title: str = "") -> str:
             row += f" | {entry['success_rate']['mean']:>8.2%}"
         lines.append(row)
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
-    lines.append(f"(stage k: after k {result['adaptation_unit']}s; "
+    lines.append(f"(stage k: after k {_plural(result['adaptation_unit'])}; "
                  f"{result['num_tasks']} held-out tasks{seeds})")
     return "\n".join(lines)
 
@@ -205,3 +205,8 @@ def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                    else np.zeros(0))
         combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
     return combined
+
+
+def _plural(unit: str) -> str:
+    """``"trajectory"`` -> ``"trajectories"``, ``"gradient step"`` -> ``"gradient steps"``."""
+    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"

@@ -241,3 +241,9 @@ def test_compare_table_lays_runs_side_by_side():
     assert table[3].startswith("maml") and "5.00 [5.00, 5.00]" in table[3]
     with pytest.raises(MetaRLError, match="nothing to compare"):
         compare_table([])
+
+
+def test_table_footer_names_the_adaptation_unit_in_plural():
+    from metarl.evaluate import _plural
+    assert [_plural(u) for u in ("trajectory", "gradient step", "episode", "no-update stage")] == [
+        "trajectories", "gradient steps", "episodes", "no-update stages"]
