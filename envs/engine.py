@@ -12,7 +12,8 @@ the whole batch.  How the batch's physics is stepped is the ``engine``:
   read nothing but ``qpos``/``qvel`` (HalfCheetah, Hopper, Walker2D): the rollout returns the
   physics state only.  MuJoCo's solver warm start (``qacc_warmstart``) is not part of that state,
   so each call is warm-started from the last physics step's finite-difference acceleration; the
-  trajectory equals ``mj_step``'s to solver tolerance, not bit for bit (see ``supports_rollout``).
+  trajectory equals ``mj_step``'s to solver tolerance, not bit for bit
+  (``tests/test_envs_engine.py``).
 - ``"threads"``: contiguous slices of the batch stepped with ``mj_step`` on a small thread pool
   (``mj_step`` releases the GIL); bit-identical to the Gymnasium reference.
 - ``"processes"`` (:mod:`metarl.envs.processes`): worker processes each stepping a slice, shared
@@ -53,7 +54,6 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 """The physics state ``mujoco.rollout`` takes and returns: time, qpos, qvel, act, plugin state."""
 
 DEFAULT_NUM_THREADS = 2
-
 
 FieldGetter = Callable[[mujoco.MjData], np.ndarray]
 

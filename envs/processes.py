@@ -48,9 +48,9 @@ class SharedArrays:
         }
         self.arrays: dict[str, np.ndarray] = {}
         for name, (shape, dtype) in shapes.items():
-            nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-            buffer = context.RawArray("b", nbytes)
-            self.arrays[name] = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            count = int(np.prod(shape))
+            buffer = context.RawArray("b", max(1, count * np.dtype(dtype).itemsize))
+            self.arrays[name] = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -149,7 +149,8 @@ class ProcessVectorEnv:
     # ------------------------------------------------------------------ messaging
     def _describe(self, index: int) -> str:
         start, stop = self.slices[index]
-        return f"engine worker {index} (pid {self._processes[index].pid}, sub-envs {start}..{stop - 1})"
+        pid = self._processes[index].pid
+        return f"engine worker {index} (pid {pid}, sub-envs {start}..{stop - 1})"
 
     def _fail(self, message: str) -> MetaRLError:
         self._terminate(grace_s=0.0)
