@@ -165,7 +165,7 @@ def main() -> None:
         ]
         if robot == "HalfCheetah":  # Ant observes contact forces, which rollout does not return
             designs += [("ours, rollout (2 threads)", n, partial(ours, family, n, "rollout", seconds))
-                        for n in (64, 128, 256)]
+                        for n in (64, 128, 256, 512)]
         rates = []
         for engine, num_envs, measure in designs:
             rates.append(measure())
