@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from metarl.config import TrainConfig, agent_config, load_config, parse_override
 from metarl.tasks import MetaRLError
+from metarl.train import build_run
 
 
 def test_defaults_are_the_embedded_maml_navigation_run():
@@ -48,3 +51,21 @@ def test_yaml_file_and_unknown_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(MetaRLError, match="mapping"):
         load_config(path)
+
+
+SHIPPED_CONFIGS = sorted(
+    path.stem for path in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
+def test_every_shipped_config_builds_its_agent_and_envs(name):
+    """Each YAML in configs/ loads by name, names a registered family and agent, and its
+    agent_options build that agent on that family (typos in a key or value fail here)."""
+    config = load_config(name)
+    run = build_run(config)
+    try:
+        assert run.family.name == config.env
+        assert run.agent.meta_batch_size >= 1
+    finally:
+        run.close()
