@@ -10,15 +10,12 @@ The whole batch is stepped in NumPy, so thousands of environments step in micros
 
 from __future__ import annotations
 
-from typing import Any
-
-import gymnasium as gym
 import numpy as np
 
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
-from metarl.envs.point_mass import PointMassBatch
+from metarl.envs.point_mass import PointMassBatch, PointMassEnv
 
 ACTION_BOUND = 0.1
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
@@ -63,28 +60,11 @@ class NavigationVectorEnv(PointMassBatch):
         return self.positions.copy(), rewards.astype(np.float32), terminated, truncated, infos
 
 
-class NavigationEnv(gym.Env):
+class NavigationEnv(PointMassEnv):
     """Single-environment Gymnasium view of 2D navigation (for ``check_env`` and users)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
-
     def __init__(self, task: Task | None = None):
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,), dtype=np.float32)
-        self._batch = NavigationVectorEnv(1)
-        self.set_task(task or {"goal": [0.0, 0.0]})
-
-    def set_task(self, task: Task) -> None:
-        self.task = dict(task)
-        self._batch.set_tasks([task])
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        return self._batch.reset()[0], {}
-
-    def step(self, action):
-        obs, reward, terminated, _, info = self._batch.step(np.asarray(action)[None])
-        return obs[0], float(reward[0]), bool(terminated[0]), False, {k: float(v[0]) for k, v in info.items()}
+        super().__init__(NavigationVectorEnv(1), task or {"goal": [0.0, 0.0]})
 
 
 NAVIGATION = register_gym_id(

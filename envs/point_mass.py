@@ -3,8 +3,9 @@ positions starting at the origin, one goal per sub-env, moved by clipped actions
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from metarl.tasks import Task
@@ -49,3 +50,30 @@ class PointMassBatch:
 
     def close(self) -> None:
         pass
+
+
+class PointMassEnv(gym.Env):
+    """Single-environment Gymnasium view of a one-sub-env :class:`PointMassBatch` (for
+    ``check_env`` and users): the batch does the maths, this adapts shapes and types."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, batch: PointMassBatch, task: Task) -> None:
+        bound = batch.action_bound
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-bound, bound, shape=(2,), dtype=np.float32)
+        self._batch = batch
+        self.set_task(task)
+
+    def set_task(self, task: Task) -> None:
+        self.task = dict(task)
+        self._batch.set_tasks([task])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self._batch.reset()[0], {}
+
+    def step(self, action):
+        observations, rewards, terminated, _, infos = self._batch.step(np.asarray(action)[None])
+        info = {key: float(value[0]) for key, value in infos.items()}
+        return observations[0], float(rewards[0]), bool(terminated[0]), False, info

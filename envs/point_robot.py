@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
-from metarl.envs.point_mass import PointMassBatch
+from metarl.envs.point_mass import PointMassBatch, PointMassEnv
 
 ACTION_BOUND = 0.1
 HORIZON = 20
@@ -98,29 +97,11 @@ class PointRobotVectorEnv(PointMassBatch):
         return self.positions.astype(np.float32), rewards.astype(np.float32), terminated, truncated, infos
 
 
-class PointRobotEnv(gym.Env):
+class PointRobotEnv(PointMassEnv):
     """Single-environment Gymnasium view of the point robot (for ``check_env`` and users)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
-
     def __init__(self, task: Task | None = None, *, sparse: bool = False) -> None:
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,), dtype=np.float32)
-        self._batch = PointRobotVectorEnv(1, sparse=sparse)
-        self.set_task(task or {"goal": [1.0, 0.0]})
-
-    def set_task(self, task: Task) -> None:
-        self.task = dict(task)
-        self._batch.set_tasks([task])
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        return self._batch.reset()[0], {}
-
-    def step(self, action):
-        observations, rewards, terminated, _, infos = self._batch.step(np.asarray(action)[None])
-        info = {key: float(value[0]) for key, value in infos.items()}
-        return observations[0], float(rewards[0]), bool(terminated[0]), False, info
+        super().__init__(PointRobotVectorEnv(1, sparse=sparse), task or {"goal": [1.0, 0.0]})
 
 
 def _make_dense_env(task: Task | None = None, **kwargs: Any) -> PointRobotEnv:
