@@ -16,6 +16,11 @@ from metarl.tasks import Task, TaskFamily
 from metarl.trajectories import Trajectories
 
 
+def plural_unit(unit: str) -> str:
+    """An ``adaptation_unit`` in the plural: ``"trajectory"`` -> ``"trajectories"``."""
+    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
+
+
 class MetaAgent(Protocol):
     adaptation_unit: str
     """What one adaptation stage is: ``"gradient step"``, ``"episode"``, ``"trajectory"``."""

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from metarl.agent import MetaAgent
+from metarl.agent import MetaAgent, plural_unit
 from metarl.rollout import Sampler
 from metarl.stats import summarize
 from metarl.tasks import MetaRLError, Task
@@ -150,7 +150,7 @@ def format_table(result: dict[str, Any], *, title: str = "") -> str:
             row += f" | {entry['success_rate']['mean']:>8.2%}"
         lines.append(row)
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
-    lines.append(f"(stage k: after k {_plural(result['adaptation_unit'])}; "
+    lines.append(f"(stage k: after k {plural_unit(result['adaptation_unit'])}; "
                  f"{result['num_tasks']} held-out tasks{seeds})")
     return "\n".join(lines)
 
@@ -205,8 +205,3 @@ def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                    else np.zeros(0))
         combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
     return combined
-
-
-def _plural(unit: str) -> str:
-    """``"trajectory"`` -> ``"trajectories"``, ``"gradient step"`` -> ``"gradient steps"``."""
-    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from metarl.agent import plural_unit
 from metarl.tasks import Task
 
 
@@ -39,7 +40,7 @@ def adaptation_curve_figure(results: Sequence[tuple[str, dict[str, Any]]], *, ti
         axes.fill_between(stages, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     num_stages = max(len(result["stages"]) for _, result in results)
     axes.set_xticks(range(num_stages))
-    axes.set_xlabel("adaptation stage (" + "; ".join(f"{u}s" for u in units) + ")")
+    axes.set_xlabel("adaptation stage (" + "; ".join(plural_unit(u) for u in units) + ")")
     axes.set_ylabel("mean held-out return (95% CI)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")

@@ -244,6 +244,6 @@ def test_compare_table_lays_runs_side_by_side():
 
 
 def test_table_footer_names_the_adaptation_unit_in_plural():
-    from metarl.evaluate import _plural
-    assert [_plural(u) for u in ("trajectory", "gradient step", "episode", "no-update stage")] == [
+    from metarl.agent import plural_unit
+    assert [plural_unit(u) for u in ("trajectory", "gradient step", "episode", "no-update stage")] == [
         "trajectories", "gradient steps", "episodes", "no-update stages"]
