@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from metarl.envs.engine import BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
+from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import angle_encoder, scalar_encoder, vector_encoder
 from metarl.envs.task_distributions import (
@@ -217,6 +217,8 @@ ANT_VEL = register_gym_id(
             citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
             sample_tasks=sample_velocities(0.0, 3.0),
             make_vector_env=_make_vector_env("velocity"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=None,
             num_test_tasks=40,
@@ -239,6 +241,8 @@ ANT_DIR = register_gym_id(
             ),
             sample_tasks=sample_directions,
             make_vector_env=_make_vector_env("direction"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=2,
             num_test_tasks=2,
@@ -259,6 +263,8 @@ ANT_DIR_2D = register_gym_id(
             citation="Rakelly et al. (2019), PEARL code, AntDirEnv(forward_backward=False)",
             sample_tasks=sample_angles,
             make_vector_env=_make_vector_env("angle"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=100,
             num_test_tasks=30,
@@ -277,6 +283,8 @@ ANT_GOAL = register_gym_id(
             citation="Rakelly et al. (2019), PEARL, Ant-Goal-2D",
             sample_tasks=sample_goals_in_disc(0.0, GOAL_RADIUS),
             make_vector_env=_make_vector_env("goal"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=150,
             num_test_tasks=30,

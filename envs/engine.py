@@ -16,8 +16,8 @@ the whole batch.  How the batch's physics is stepped is the ``engine``:
   (``tests/test_envs_engine.py``).
 - ``"threads"``: contiguous slices of the batch stepped with ``mj_step`` on a small thread pool
   (``mj_step`` releases the GIL); bit-identical to the Gymnasium reference.
-- ``"processes"`` (:mod:`metarl.envs.processes`): worker processes each stepping a slice, shared
-  memory for the arrays; a worker that dies or fails is reported as a :class:`MetaRLError`.
+- ``"processes"`` and ``"ray"`` (:mod:`metarl.envs.parallel`, for every family): worker processes
+  or Ray actors each stepping a slice with one of these engines.
 - ``"serial"``: the threads engine in the calling thread; ``"gym"``: the reference engine.
 
 ``"auto"`` (the default) is ``"rollout"`` where the kernel allows it, else ``"threads"``: the
@@ -44,8 +44,10 @@ from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from metarl.tasks import MetaRLError, Task
 from metarl.vector_env import GymVectorTaskEnv, ResetSeeds, check_actions, check_tasks
 
-ENGINES = ("auto", "rollout", "threads", "processes", "serial", "gym")
-"""Accepted values of ``make_vector_env(..., engine=...)``; the first is the default."""
+ENGINES = ("auto", "rollout", "threads", "serial", "gym")
+"""The in-process engines a MuJoCo family's ``make_vector_env(..., engine=...)`` accepts; the
+first is the default.  ``processes`` and ``ray`` split any family's batch over workers
+(:func:`metarl.envs.parallel.build_vector_env`), each worker running one of these."""
 
 ROLLOUT_FIELDS = frozenset({"qpos", "qvel"})
 """The ``MjData`` fields a kernel may read to run on the ``"rollout"`` engine."""
@@ -318,7 +320,7 @@ def mujoco_vector_env_factory(
     """A family's ``make_vector_env(num_envs, *, seed=0, engine="auto", num_threads=2)``.
 
     ``engine`` is one of :data:`ENGINES` (see the module docstring); ``num_threads`` is the
-    number of stepping threads, or of worker processes for ``"processes"``.
+    number of stepping threads.  Families built with it declare ``engines=ENGINES``.
     """
 
     def make_vector_env(
@@ -334,17 +336,6 @@ def mujoco_vector_env_factory(
         if engine == "gym":
             return GymVectorTaskEnv(
                 make_env, num_envs, max_episode_steps=max_episode_steps, seed=seed
-            )
-        if engine == "processes":
-            from metarl.envs.processes import ProcessVectorEnv
-
-            def make_slice(size: int) -> MujocoVectorEnv:
-                kernel = make_kernel(size)
-                return MujocoVectorEnv(kernel, max_episode_steps=max_episode_steps, num_threads=1)
-
-            return ProcessVectorEnv(
-                make_slice, num_envs, num_workers=num_threads,
-                max_episode_steps=max_episode_steps, seed=seed,
             )
         kernel = make_kernel(num_envs)
         rollout = engine == "rollout" or (engine == "auto" and supports_rollout(kernel))

@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from metarl.envs.engine import BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
+from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import scalar_encoder
 from metarl.envs.task_distributions import DIRECTION_TASKS, sample_directions, sample_velocities
@@ -124,6 +124,8 @@ HALF_CHEETAH_VEL_MAML = register_gym_id(
             citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
             sample_tasks=sample_velocities(0.0, 2.0),
             make_vector_env=_make_vector_env("velocity"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=None,
             num_test_tasks=40,
@@ -143,6 +145,8 @@ HALF_CHEETAH_VEL_PEARL = register_gym_id(
             citation="Rakelly et al. (2019), PEARL, Half-Cheetah-Vel",
             sample_tasks=sample_velocities(0.0, 3.0),
             make_vector_env=_make_vector_env("velocity"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=100,
             num_test_tasks=30,
@@ -165,6 +169,8 @@ HALF_CHEETAH_DIR = register_gym_id(
             ),
             sample_tasks=sample_directions,
             make_vector_env=_make_vector_env("direction"),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=2,
             num_test_tasks=2,

@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
-from metarl.envs.engine import BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
+from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import angle_encoder
 from metarl.envs.task_distributions import sample_angles
@@ -138,6 +138,8 @@ HUMANOID_DIR = register_gym_id(
             citation="Rakelly et al. (2019), PEARL, Humanoid-Dir",
             sample_tasks=sample_angles,
             make_vector_env=mujoco_vector_env_factory(HumanoidDirKernel, HumanoidDirEnv, HORIZON),
+            engines=ENGINES,
+            auto_engine="auto",
             max_episode_steps=HORIZON,
             num_train_tasks=100,
             num_test_tasks=30,

@@ -184,7 +184,7 @@ def metaworld_family(
         description=f"Meta-World v3 {benchmark} {env_name or ''}: the benchmark's own tasks, horizon 500",
         citation="Yu et al. (2019), Meta-World, sec. 4 (ML1/ML10/ML45); metaworld 3.x (v3 envs)",
         sample_tasks=sample_tasks,
-        make_vector_env=lambda num_envs, *, seed=0, **options: GymVectorTaskEnv(
+        make_vector_env=lambda num_envs, *, seed=0: GymVectorTaskEnv(
             make_env, num_envs, max_episode_steps=HORIZON, seed=seed
         ),
         max_episode_steps=HORIZON,

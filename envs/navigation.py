@@ -74,8 +74,9 @@ NAVIGATION = register_gym_id(
             description="point mass to a goal in U[-0.5,0.5]^2, reward -distance, horizon 100",
             citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.2",
             sample_tasks=sample_goals,
-            make_vector_env=lambda num_envs, *, seed=0, **kw: NavigationVectorEnv(num_envs, seed=seed),
+            make_vector_env=lambda num_envs, *, seed=0: NavigationVectorEnv(num_envs, seed=seed),
             max_episode_steps=HORIZON,
+            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
             num_test_tasks=40,
             num_train_tasks=None,
             task_parameter="goal",

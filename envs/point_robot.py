@@ -119,10 +119,11 @@ POINT_ROBOT_DENSE = register_gym_id(
             description="point to a goal in U[-1,1]^2, reward -distance, horizon 20, 80/20 tasks",
             citation="Rakelly et al. (2019), PEARL, appendix: point-robot 2D navigation",
             sample_tasks=sample_dense_goals,
-            make_vector_env=lambda num_envs, *, seed=0, **kw: PointRobotVectorEnv(
+            make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
                 num_envs, sparse=False, seed=seed
             ),
             max_episode_steps=HORIZON,
+            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
             num_train_tasks=80,
             num_test_tasks=20,
             task_parameter="goal",
@@ -143,10 +144,11 @@ POINT_ROBOT_SPARSE = register_gym_id(
             ),
             citation="Rakelly et al. (2019), PEARL, appendix: sparse-point-robot",
             sample_tasks=sample_sparse_goals,
-            make_vector_env=lambda num_envs, *, seed=0, **kw: PointRobotVectorEnv(
+            make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
                 num_envs, sparse=True, seed=seed
             ),
             max_episode_steps=HORIZON,
+            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
             num_train_tasks=80,
             num_test_tasks=20,
             fixed_tasks=SPARSE_GOALS,

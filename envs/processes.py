@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from metarl.tasks import MetaRLError, Task
-from metarl.vector_env import ResetSeeds, VectorTaskEnv, check_actions, check_tasks
+from metarl.vector_env import ResetSeeds, VectorTaskEnv, check_actions, check_tasks, merge_infos
 
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -111,7 +111,6 @@ class ProcessVectorEnv:
         num_envs: int,
         *,
         num_workers: int = 2,
-        max_episode_steps: int,
         seed: int = 0,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
@@ -120,13 +119,13 @@ class ProcessVectorEnv:
         if "fork" not in mp.get_all_start_methods():
             raise MetaRLError("engine 'processes' needs the fork start method; use 'threads'")
         self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
         self.timeout_s = timeout_s
         self._reset_seeds = ResetSeeds(seed)
         self._closed = False
         probe = make_slice(1)  # dimensions and bounds, from one sub-env in this process
         self.observation_dim, self.action_dim = probe.observation_dim, probe.action_dim
         self.action_low, self.action_high = probe.action_low.copy(), probe.action_high.copy()
+        self.max_episode_steps = probe.max_episode_steps
         probe.close()
         context = mp.get_context("fork")
         self._shared = SharedArrays(context, num_envs, self.observation_dim, self.action_dim)
@@ -210,8 +209,7 @@ class ProcessVectorEnv:
     def step(self, actions: np.ndarray):
         actions = check_actions(self, actions)
         self._shared["actions"][:] = actions
-        replies = self._gather("step")
-        infos = {key: np.concatenate([reply[key] for reply in replies]) for key in replies[0]}
+        infos = merge_infos(self._gather("step"))
         return (
             self._shared["observations"].copy(),
             self._shared["rewards"].copy(),

@@ -23,7 +23,7 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
-from metarl.envs.engine import BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
+from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
 from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import TaskEncoder
 from metarl.tasks import MetaRLError, Task, TaskFamily, register_family
@@ -207,6 +207,8 @@ def _register(name: str, robot: str, env_class: type, citation: str) -> TaskFami
                 make_vector_env=mujoco_vector_env_factory(
                     partial(RandParamsKernel, robot=robot), env_class, HORIZON
                 ),
+                engines=ENGINES,
+                auto_engine="auto",
                 max_episode_steps=HORIZON,
                 num_train_tasks=40,
                 num_test_tasks=10,

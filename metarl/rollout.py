@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from metarl.envs.parallel import build_vector_env
 from metarl.tasks import Task, TaskFamily, repeat_tasks
 from metarl.trajectories import Trajectories
 from metarl.vector_env import VectorTaskEnv
@@ -106,8 +107,8 @@ class Sampler:
 
     def env(self, num_envs: int) -> VectorTaskEnv:
         if num_envs not in self._envs:
-            self._envs[num_envs] = self.family.make_vector_env(
-                num_envs, seed=self.seed, **self.env_options
+            self._envs[num_envs] = build_vector_env(
+                self.family, num_envs, seed=self.seed, **self.env_options
             )
         return self._envs[num_envs]
 

@@ -49,6 +49,14 @@ class TaskFamily:
     """Out-of-distribution tasks (e.g. velocities beyond the training range), if defined."""
     make_env: Callable[..., Any] | None = None
     """Single Gymnasium env constructor (``make_env(task=None, **kw)``), for checkers and rendering."""
+    engines: tuple[str, ...] = ()
+    """In-process engines ``make_vector_env`` accepts as ``engine=`` (the first is its default);
+    empty: it takes no ``engine`` and is the family's one in-process (``serial``) engine.
+    Worker processes and Ray actors work for every family (:mod:`metarl.envs.parallel`)."""
+    auto_engine: str = "processes"
+    """What ``env_options.engine=auto`` runs: the fastest measured for the family
+    (``processes`` for a list of Python envs; ``serial`` for a NumPy batch; ``auto`` to let the
+    family's own engines choose)."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

@@ -146,3 +146,10 @@ def stack_infos(infos: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
         if all(np.isscalar(v) or isinstance(v, (np.ndarray, bool)) for v in values):
             stacked[key] = np.asarray(values)
     return stacked
+
+
+def merge_infos(slices: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate the ``infos`` of consecutive slices of a batch, keeping the keys every slice
+    has (slices of mixed task classes, e.g. Meta-World ML10, report different reward terms)."""
+    keys = set(slices[0]).intersection(*slices[1:]) if slices else set()
+    return {key: np.concatenate([infos[key] for infos in slices]) for key in sorted(keys)}

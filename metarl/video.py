@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaAgent
+from metarl.envs.parallel import ENGINE_OPTIONS
 from metarl.rollout import Sampler
 from metarl.tasks import MetaRLError, Task, TaskFamily
 from metarl.vector_env import VectorTaskEnv
@@ -127,14 +128,14 @@ def record_adapted_rollout(
     episodes: list[_Episode] = []
 
     def recording_env(num_envs: int, **kwargs: Any) -> _FirstEnvRecorder:
-        env = family.make_vector_env(num_envs, **kwargs)
-        if getattr(env, "stepping", None) == "rollout":  # a bit-exact replay needs mj_step
-            env.close()
-            env = family.make_vector_env(num_envs, **{**kwargs, "engine": "threads"})
-        return _FirstEnvRecorder(env, episodes)
+        return _FirstEnvRecorder(family.make_vector_env(num_envs, **kwargs), episodes)
 
+    # Recorded in this process (workers could not hand their actions back), with mj_step
+    # where the family has engines: a bit-exact replay needs it, not the rollout engine.
+    local_options = {k: v for k, v in (env_options or {}).items() if k not in ENGINE_OPTIONS}
+    local_options["engine"] = "threads" if family.engines else "serial"
     sampler = Sampler(dataclasses.replace(family, make_vector_env=recording_env), seed=seed,
-                      env_options=env_options)
+                      env_options=local_options)
     try:
         for _ in agent.adapt([task], sampler, num_stages=num_stages,
                              episodes_per_stage=episodes_per_stage, generator=generator):

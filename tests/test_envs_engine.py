@@ -15,6 +15,7 @@ import pytest
 
 from conftest import MUJOCO_FAMILIES
 from metarl.envs.engine import ENGINES, MujocoVectorEnv, supports_rollout
+from metarl.envs.parallel import build_vector_env
 from metarl.envs.processes import ProcessVectorEnv
 from metarl.tasks import MetaRLError, get_family
 from metarl.vector_env import GymVectorTaskEnv, VectorTaskEnv
@@ -51,7 +52,7 @@ ENGINE_CASES = [
 def test_fast_engine_equals_reference_engine(name, engine):
     family = get_family(name)
     reference = family.make_vector_env(NUM_ENVS, seed=3, engine="gym", max_episode_steps=12)
-    fast = family.make_vector_env(NUM_ENVS, seed=3, engine=engine, max_episode_steps=12)
+    fast = build_vector_env(family, NUM_ENVS, seed=3, engine=engine, max_episode_steps=12)
     expected_class = ProcessVectorEnv if engine == "processes" else MujocoVectorEnv
     assert isinstance(reference, GymVectorTaskEnv) and isinstance(fast, expected_class)
     assert isinstance(fast, VectorTaskEnv)
@@ -171,7 +172,7 @@ def test_rollout_engine_tracks_mj_step_over_a_whole_episode():
 # ------------------------------------------------------------------ process engine failures
 def _process_env(num_envs=4):
     family = get_family("HalfCheetahDir")
-    env = family.make_vector_env(num_envs, engine="processes", num_threads=2)
+    env = build_vector_env(family, num_envs, engine="processes", num_workers=2)
     env.set_tasks(family.sample_tasks(np.random.default_rng(0), num_envs))
     env.reset()
     return env
