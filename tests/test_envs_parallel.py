@@ -152,3 +152,13 @@ def test_sampler_reads_env_options_through_the_same_entry_point():
     sampler.close()
     with pytest.raises(MetaRLError, match="unknown engine 'warp' for Drift"):
         Sampler(DRIFT, seed=0, env_options={"engine": "warp"}).env(2)
+
+
+def test_engine_ray_without_the_extra_is_a_one_line_error(monkeypatch):
+    from metarl.envs import ray_workers
+
+    monkeypatch.setattr(ray_workers, "ray", None)
+    monkeypatch.setattr(ray_workers, "available", lambda: False)
+    with pytest.raises(MetaRLError, match=r"^engine 'ray' needs the optional extra: "
+                       r"pip install -e '\.\[ray\]' \(or pip install 'metarl\[ray\]'\)$"):
+        build_vector_env(get_family("Navigation2D"), 4, engine="ray")

@@ -1,0 +1,374 @@
+"""Rollout workers on Ray: a vector env whose sub-envs step on Ray actors, anywhere in a cluster.
+
+:class:`RayVectorEnv` splits ``num_envs`` sub-envs into contiguous slices, one per actor of a
+:class:`WorkerPool`; each actor builds its slice with the family's best in-process engine and
+steps it when the driver sends the slice's actions.  The policy and the learner stay in the
+driver (on its GPU when there is one), so every agent runs on Ray with no code of its own.
+
+Granularity: one actor call per env step and worker, with the batch's actions.  Measured on
+2 cores (benchmarks/RESULTS.md): a round trip costs ~1-2 ms, about two Meta-World steps, so
+a slice of ~10 Meta-World sub-envs keeps the overhead near 15%; whole episodes on workers with
+a copy of the policy would amortise it further but need every agent's acting state (RL²'s
+hidden state, PEARL's latent) to travel, which this design avoids.
+
+Faults: the driver logs, per slice, what made its state (tasks, the reset seed, the actions
+since the reset).  When an actor dies (``kill -9``, its node stopped), its slices are rebuilt
+on a new actor and the log is replayed, so the batch continues with identical numbers (the
+engines are deterministic for a seed); if no new actor can be placed within
+``restart_timeout_s``, or a slice keeps dying, the call raises a one-line
+:class:`~metarl.tasks.MetaRLError` instead (the run stops; its last checkpoint is intact).  An
+actor that does not answer within ``timeout_s`` and an exception in the env are errors too:
+never a hang, never a silently shorter batch.
+
+Starting Ray: ``address=None`` starts a local Ray with this machine's cores, bound to 127.0.0.1
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, without which Ray binds the machine's network
+address), usage statistics off, no dashboard, Ray's token authentication left on;
+``"auto"`` or ``"HOST:PORT"`` joins a running cluster (``ray start --head`` / ``--address``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from metarl.tasks import MetaRLError, Task, TaskFamily
+from metarl.vector_env import ResetSeeds, VectorTaskEnv, check_actions, check_tasks, merge_infos
+
+ray: Any = None
+"""The ``ray`` module, imported on first use (see :func:`require_ray`)."""
+
+DEFAULT_TIMEOUT_S = 300.0
+"""Longest wait for one actor's answer to one command before it counts as hung."""
+DEFAULT_RESTART_TIMEOUT_S = 60.0
+"""Longest wait for a replacement actor to be placed and started after one died."""
+MAX_RESTARTS_PER_CALL = 3
+"""A slice that dies this many times in one call is a failure, not bad luck (e.g. a crash
+that the replay reproduces)."""
+
+
+def available() -> bool:
+    """Whether the ``ray`` extra is installed."""
+    return importlib.util.find_spec("ray") is not None
+
+
+def require_ray() -> None:
+    """Import Ray (late, so that a local start can set Ray's environment before its import)."""
+    global ray
+    if ray is not None:
+        return
+    if not available():
+        raise MetaRLError(
+            "engine 'ray' needs the optional extra: pip install -e '.[ray]' (or pip install 'metarl[ray]')"
+        )
+    import ray as ray_module
+    import ray.exceptions  # noqa: F401
+
+    ray = ray_module
+
+
+LOCAL_RAY_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""A local Ray started by metarl: no usage statistics, and every address on 127.0.0.1 (Ray
+otherwise binds the machine's network address, even with ``_node_ip_address="127.0.0.1"``)."""
+
+
+def connect(address: str | None = None) -> None:
+    """Join Ray: the running session if there is one, else a new local Ray on 127.0.0.1
+    (``address=None``), else the cluster at ``address`` (``"auto"`` or ``"HOST:PORT"``)."""
+    if ray is None and address is None:
+        os.environ.update(LOCAL_RAY_ENVIRONMENT)  # before Ray's import reads it
+    require_ray()
+    if ray.is_initialized():
+        return
+    if address is None:
+        os.environ.update(LOCAL_RAY_ENVIRONMENT)  # for the processes Ray starts
+        from ray._private import ray_constants
+
+        # Ray read the variable when it was first imported (perhaps by the caller, before this);
+        # the driver's own address choice reads this flag.
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1",
+                 configure_logging=False, log_to_driver=False)
+    else:
+        try:
+            ray.init(address=address, configure_logging=False, log_to_driver=False)
+        except ConnectionError as error:
+            raise MetaRLError(
+                f"cannot join the Ray cluster at env_options.ray_address={address!r}: {error}; "
+                "start it with 'ray start --head' (accepted: unset for a local Ray, 'auto', HOST:PORT)"
+            ) from None
+
+
+def slice_options(family: TaskFamily, options: dict[str, Any], cpus_per_worker: float) -> dict[str, Any]:
+    """Family options for an actor's slice: its stepping threads default to the actor's CPUs."""
+    try:
+        takes_threads = "num_threads" in inspect.signature(family.make_vector_env).parameters
+    except (TypeError, ValueError):
+        takes_threads = False
+    if takes_threads and "num_threads" not in options:
+        return {**options, "num_threads": max(1, int(cpus_per_worker))}
+    return dict(options)
+
+
+class SliceWorker:
+    """A Ray actor's state: the slices it steps, by the key of their vector env."""
+
+    def __init__(self) -> None:
+        self.envs: dict[str, VectorTaskEnv] = {}
+
+    def where(self) -> tuple[int, str]:
+        import ray as ray_module  # in the actor's process
+
+        return os.getpid(), ray_module.get_runtime_context().get_node_id()
+
+    def build(self, key: str, make_slice: Callable[[int], VectorTaskEnv], size: int):
+        env = self.envs[key] = make_slice(size)
+        return (env.observation_dim, env.action_dim, env.action_low, env.action_high,
+                env.max_episode_steps)
+
+    def set_tasks(self, key: str, tasks: Sequence[Task]) -> None:
+        self.envs[key].set_tasks(tasks)
+
+    def reset(self, key: str, seed: int) -> np.ndarray:
+        return self.envs[key].reset(seed=seed)
+
+    def step(self, key: str, actions: np.ndarray):
+        return self.envs[key].step(actions)
+
+    def replay(self, key: str, seed: int | None, actions: Sequence[np.ndarray]) -> None:
+        """Reset with ``seed`` and step through ``actions`` (rebuilding a lost slice's state)."""
+        if seed is None:
+            return
+        env = self.envs[key]
+        env.reset(seed=seed)
+        for step_actions in actions:
+            env.step(step_actions)
+
+    def close(self, key: str) -> None:
+        env = self.envs.pop(key, None)
+        if env is not None:
+            env.close()
+
+
+class WorkerPool:
+    """``size`` actors with ``cpus_per_worker`` CPUs each, spread over the cluster's nodes and
+    shared by every :class:`RayVectorEnv` of this process that asks for the same shape (a run's
+    training and evaluation envs), so a run never asks Ray for more CPUs than it has."""
+
+    _pools: dict[tuple[Any, ...], "WorkerPool"] = {}
+
+    def __init__(self, size: int, cpus_per_worker: float, start_timeout_s: float) -> None:
+        self.size = size
+        self.cpus_per_worker = cpus_per_worker
+        self._actor_class = ray.remote(SliceWorker)
+        self.actors = [self._start() for _ in range(size)]
+        self.generations = [0] * size
+        self.places = [self._place(index, "starting", start_timeout_s) for index in range(size)]
+
+    @classmethod
+    def get(cls, *, address: str | None, num_workers: int | None, cpus_per_worker: float,
+            start_timeout_s: float) -> "WorkerPool":
+        connect(address)
+        if num_workers is None:
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            num_workers = max(1, int(cpus // cpus_per_worker))
+        key = (ray.get_runtime_context().get_job_id(), num_workers, cpus_per_worker)
+        if key not in cls._pools:
+            cls._pools[key] = cls(num_workers, cpus_per_worker, start_timeout_s)
+        return cls._pools[key]
+
+    def _start(self):
+        return self._actor_class.options(
+            num_cpus=self.cpus_per_worker, scheduling_strategy="SPREAD", max_restarts=0,
+        ).remote()
+
+    def _place(self, index: int, why: str, timeout_s: float) -> tuple[int, str]:
+        """Wait for actor ``index`` to run; its ``(pid, node id)``."""
+        try:
+            return ray.get(self.actors[index].where.remote(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            cpus = ray.available_resources().get("CPU", 0.0)
+            ray.kill(self.actors[index], no_restart=True)
+            raise MetaRLError(
+                f"ray worker {index} could not be placed within {timeout_s:g} s "
+                f"({why}; it needs {self.cpus_per_worker:g} CPU, the cluster has {cpus:g} free): "
+                "lower env_options.num_workers or add nodes"
+            ) from None
+
+    def describe(self, index: int) -> str:
+        pid, node = self.places[index]
+        return f"ray worker {index} (pid {pid}, node {node[:8]})"
+
+    def replace(self, index: int, cause: str, timeout_s: float) -> None:
+        """Start a new actor in place of the dead actor ``index`` (placed within ``timeout_s``)."""
+        try:
+            ray.kill(self.actors[index], no_restart=True)
+        except Exception:  # already gone with its node
+            pass
+        self.actors[index] = self._start()
+        self.generations[index] += 1
+        self.places[index] = self._place(index, f"replacing a worker that {cause}", timeout_s)
+
+    @classmethod
+    def shutdown_all(cls) -> None:
+        """Forget every pool (their actors die with the Ray session); for tests."""
+        cls._pools.clear()
+
+
+_ENV_KEYS = itertools.count()
+
+
+class RayVectorEnv:
+    """``num_envs`` sub-envs on the actors of a :class:`WorkerPool`; see the module docstring.
+
+    ``make_slice(size)`` builds a :class:`~metarl.vector_env.VectorTaskEnv` over ``size``
+    sub-envs whose ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i`` (every engine here
+    does), so the batch gives the same numbers as the same engine in one process.
+    """
+
+    def __init__(self, make_slice: Callable[[int], VectorTaskEnv], num_envs: int, *, seed: int = 0,
+                 num_workers: int | None = None, cpus_per_worker: float = 1.0,
+                 address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 restart_timeout_s: float | None = None) -> None:
+        require_ray()
+        if cpus_per_worker <= 0:
+            raise MetaRLError(f"env_options.ray_cpus_per_worker must be positive; got {cpus_per_worker}")
+        self.restart_timeout_s = (DEFAULT_RESTART_TIMEOUT_S if restart_timeout_s is None
+                                  else float(restart_timeout_s))
+        self.pool = WorkerPool.get(address=address, num_workers=num_workers,
+                                   cpus_per_worker=cpus_per_worker,
+                                   start_timeout_s=self.restart_timeout_s)
+        self.num_envs = num_envs
+        self.timeout_s = timeout_s
+        self._make_slice = make_slice
+        self._key = f"{os.getpid()}-{next(_ENV_KEYS)}"
+        self._reset_seeds = ResetSeeds(seed)
+        bounds = np.linspace(0, num_envs, min(self.pool.size, num_envs) + 1).astype(int)
+        self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        # What made each slice's state, replayed onto a replacement actor.
+        self._tasks: list[list[Task] | None] = [None] * len(self.slices)
+        self._reset_seed: int | None = None
+        self._actions: list[np.ndarray] = []
+        self._generations = [-1] * len(self.slices)
+        self._closed = False
+        self.restarts = 0
+        """Actors replaced during this env's life (each one logged on stderr)."""
+        specs = self._gather("build", [() for _ in self.slices])
+        (self.observation_dim, self.action_dim, low, high, self.max_episode_steps) = specs[0]
+        self.action_low, self.action_high = np.asarray(low).copy(), np.asarray(high).copy()
+
+    # ------------------------------------------------------------------ messaging
+    def _call(self, index: int, command: str, args: tuple) -> Any:
+        actor = self.pool.actors[index]
+        start, stop = self.slices[index]
+        if command == "build":
+            return actor.build.remote(self._key, self._make_slice, stop - start)
+        return getattr(actor, command).remote(self._key, *args)
+
+    def _rebuild(self, index: int) -> None:
+        """Recreate slice ``index`` on the pool's current actor and replay its log."""
+        start, stop = self.slices[index]
+        actor = self.pool.actors[index]
+        refs = [actor.build.remote(self._key, self._make_slice, stop - start)]
+        if self._tasks[index] is not None:
+            refs.append(actor.set_tasks.remote(self._key, self._tasks[index]))
+        seed = None if self._reset_seed is None else self._reset_seed + start
+        refs.append(actor.replay.remote(self._key, seed, [a[start:stop] for a in self._actions]))
+        try:
+            ray.get(refs, timeout=self.timeout_s)
+        except ray.exceptions.RayError as error:
+            raise self._fail(f"{self.pool.describe(index)} could not rebuild its slice: "
+                             f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+        self._generations[index] = self.pool.generations[index]
+
+    def _fail(self, message: str) -> MetaRLError:
+        self._closed = True
+        return MetaRLError(message + "; the vector env is closed, build a new one to go on")
+
+    def _gather(self, command: str, args: Sequence[tuple]) -> list[Any]:
+        if self._closed:
+            raise MetaRLError(f"{command!r} on a closed vector env")
+        refs = {}
+        for index in range(len(self.slices)):
+            if command != "build" and self._generations[index] != self.pool.generations[index]:
+                self._recover(index, command, "was replaced for another env of this run")
+            refs[index] = self._call(index, command, args[index])
+        results = []
+        for index, ref in refs.items():
+            for attempt in itertools.count():
+                try:
+                    results.append(ray.get(ref, timeout=self.timeout_s))
+                    break
+                except ray.exceptions.GetTimeoutError:
+                    raise self._fail(f"{self.pool.describe(index)} did not answer {command!r} "
+                                     f"within {self.timeout_s:g} s") from None
+                except ray.exceptions.RayTaskError as error:  # the env itself raised
+                    cause = str(error.cause) if error.cause is not None else str(error)
+                    raise self._fail(f"{self.pool.describe(index)} failed during {command!r}: "
+                                     f"{type(error.cause).__name__}: {cause}") from None
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
+                    if attempt >= MAX_RESTARTS_PER_CALL:
+                        raise self._fail(
+                            f"{self.pool.describe(index)} died {attempt + 1} times during "
+                            f"{command!r} ({_death_cause(error)})") from None
+                    self._recover(index, command, f"died ({_death_cause(error)})")
+                    ref = self._call(index, command, args[index])
+        if command == "build":
+            self._generations = list(self.pool.generations[: len(self.slices)])
+        return results
+
+    def _recover(self, index: int, command: str, cause: str) -> None:
+        dead = self.pool.describe(index)
+        if "replaced for another env" not in cause:
+            self.pool.replace(index, cause, self.restart_timeout_s)
+            self.restarts += 1
+            print(f"metarl: {dead} {cause} during {command!r}; replaying its "
+                  f"{len(self._actions)} steps on {self.pool.describe(index)}", file=sys.stderr)
+        self._rebuild(index)
+
+    # ------------------------------------------------------------------ VectorTaskEnv
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        check_tasks(self, tasks)
+        per_slice = [list(tasks[start:stop]) for start, stop in self.slices]
+        self._gather("set_tasks", [(chunk,) for chunk in per_slice])
+        self._tasks = per_slice
+        self._reset_seed, self._actions = None, []
+
+    def reset(self, *, seed: int | None = None) -> np.ndarray:
+        base = self._reset_seeds.next(seed)
+        observations = self._gather("reset", [(base + start,) for start, _ in self.slices])
+        self._reset_seed, self._actions = base, []
+        return np.concatenate(observations).astype(np.float32)
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(check_actions(self, actions), dtype=np.float64).copy()
+        replies = self._gather("step", [(actions[start:stop],) for start, stop in self.slices])
+        self._actions.append(actions)
+        observations, rewards, terminated, truncated, infos = zip(*replies)
+        return (np.concatenate(observations).astype(np.float32),
+                np.concatenate(rewards).astype(np.float32), np.concatenate(terminated),
+                np.concatenate(truncated), merge_infos(infos))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        refs = [self.pool.actors[index].close.remote(self._key) for index in range(len(self.slices))]
+        try:
+            ray.get(refs, timeout=10.0)
+        except Exception:  # a dead actor has nothing left to close
+            pass
+
+
+def _death_cause(error: Exception) -> str:
+    text = str(error)
+    for line in text.splitlines():
+        if "because" in line:
+            return line.strip().rstrip(".")
+    return type(error).__name__

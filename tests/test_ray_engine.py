@@ -1,0 +1,180 @@
+"""Ray rollout workers on a real 2-node cluster on this machine (127.0.0.1 only, telemetry off):
+the same metrics as the local engine, a killed worker replayed, a lost node a clean stop and
+an exact resume.  Skipped only where the ``ray`` extra is not installed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from metarl.envs.ray_workers import LOCAL_RAY_ENVIRONMENT
+
+os.environ.update(LOCAL_RAY_ENVIRONMENT)  # before Ray is imported: loopback only, no telemetry
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+
+from conftest import TINY  # noqa: E402
+from metarl.checkpoint import latest_checkpoint  # noqa: E402
+from metarl.config import load_config  # noqa: E402
+from metarl.envs.parallel import build_vector_env  # noqa: E402
+from metarl.envs.ray_workers import RayVectorEnv, WorkerPool  # noqa: E402
+from metarl.logger import read_metrics  # noqa: E402
+from metarl.tasks import MetaRLError, get_family  # noqa: E402
+from metarl.train import train  # noqa: E402
+
+RAY = ["env_options.engine=ray", "env_options.num_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node, one CPU each, torn down at the end even on failure."""
+    from ray.cluster_utils import Cluster
+
+    head = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        head.add_node(num_cpus=1)
+        ray.init(address=head.address, configure_logging=False, log_to_driver=False)
+        yield head
+    finally:
+        ray.shutdown()
+        WorkerPool.shutdown_all()
+        head.shutdown()
+
+
+def _strip(metrics):
+    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
+
+
+def _train(tmp_path, name, extra=()):
+    config = load_config(None, [*TINY, f"run_dir={tmp_path / name}", *extra])
+    return train(config, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def local_metrics(tmp_path_factory):
+    """The reference: the same tiny MAML run on the local engine."""
+    return _strip(read_metrics(_train(tmp_path_factory.mktemp("local"), "local")))
+
+
+def _step_hook(monkeypatch, at_step: int, action):
+    """Run ``action(env)`` once, before the ``at_step``-th step of any Ray vector env."""
+    original = RayVectorEnv.step
+    count = {"steps": 0}
+
+    def step(self, actions):
+        count["steps"] += 1
+        if count["steps"] == at_step:
+            action(self)
+        return original(self, actions)
+
+    monkeypatch.setattr(RayVectorEnv, "step", step)
+    return count
+
+
+def test_maml_on_a_two_node_cluster_equals_the_local_engine(cluster, tmp_path, local_metrics):
+    run_dir = _train(tmp_path, "ray", RAY)
+    assert _strip(read_metrics(run_dir)) == local_metrics
+    pools = list(WorkerPool._pools.values())
+    assert len(pools) == 1 and pools[0].size == 2
+    nodes = {node for _, node in pools[0].places}
+    assert len(nodes) == 2, "one worker on each node"
+
+
+def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, local_metrics,
+                                                            monkeypatch, capfd):
+    killed = {}
+
+    def kill_worker_1(env):
+        killed["pid"] = env.pool.places[1][0]
+        killed["time"] = time.monotonic()
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    _step_hook(monkeypatch, 250, kill_worker_1)  # mid-rollout in iteration 2 (200 steps each)
+    run_dir = _train(tmp_path, "killed", RAY)
+    assert "pid" in killed
+    assert _strip(read_metrics(run_dir)) == local_metrics
+    message = capfd.readouterr().err
+    assert f"ray worker 1 (pid {killed['pid']}" in message and "died" in message
+    assert "replaying its" in message
+
+
+def test_an_exception_in_a_worker_is_a_clear_error(cluster):
+    env = build_vector_env(get_family("HalfCheetahDir"), 4, engine="ray", num_workers=2)
+    with pytest.raises(MetaRLError, match=r"ray worker 0 \(pid \d+, node \w+\) failed during "
+                       r"'set_tasks': KeyError"):
+        env.set_tasks([{"speed": 1.0}] * 4)  # HalfCheetahDir tasks have a "direction"
+
+
+def test_a_worker_that_stops_answering_times_out(cluster):
+    family = get_family("Navigation2D")
+    env = build_vector_env(family, 4, engine="ray", num_workers=2, timeout_s=1.0)
+    env.set_tasks(family.sample_tasks(np.random.default_rng(0), 4))
+    env.reset()
+    pid = env.pool.places[0][0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(MetaRLError, match=r"ray worker 0 .* did not answer 'step' within 1 s"):
+            env.step(np.zeros((4, 2)))
+        assert time.monotonic() - start < 10.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_lost_node_stops_the_run_cleanly_and_resume_is_exact(cluster, tmp_path, local_metrics,
+                                                              monkeypatch):
+    """Last in this module: it removes the second node (and adds one back)."""
+    other = [node for node in cluster.list_all_nodes() if not node.head][0]
+    _step_hook(monkeypatch, 250, lambda env: cluster.remove_node(other))  # iteration 2
+    options = [*RAY, "env_options.ray_restart_timeout_s=3"]
+    start = time.monotonic()
+    with pytest.raises(MetaRLError, match=r"ray worker \d could not be placed within 3 s \(replacing "
+                       r"a worker that died .*\): lower env_options.num_workers or add nodes"):
+        _train(tmp_path, "lost", options)
+    assert time.monotonic() - start < 60.0
+    run_dir = tmp_path / "lost"
+    assert latest_checkpoint(run_dir).name == "iteration_000001.pt"  # intact, nothing newer
+    monkeypatch.undo()
+    cluster.add_node(num_cpus=1)
+    config = load_config(run_dir / "config.yaml")
+    train(config, resume_from=run_dir, quiet=True)
+    assert _strip(read_metrics(run_dir)) == local_metrics
+
+
+def test_a_local_ray_started_by_metarl_listens_on_loopback_only():
+    """In a fresh process (the cluster above is this process's Ray): every socket the local Ray
+    opens listens on 127.0.0.1, even when the caller imported Ray first."""
+    code = """
+import ray
+from metarl.envs.ray_workers import connect
+
+def listening():
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                found.add(fields[1])
+    return found
+
+before = listening()
+connect(None)
+new = listening() - before
+assert new, "Ray opened no listening socket"
+loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
+assert {address.split(":")[0] for address in new} <= loopback, new
+assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+assert ray.cluster_resources()["CPU"] == float(__import__("os").cpu_count())
+ray.shutdown()
+print("loopback only:", len(new), "sockets")
+"""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loopback only" in result.stdout
