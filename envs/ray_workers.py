@@ -169,6 +169,8 @@ class WorkerPool:
         self._actor_class = ray.remote(SliceWorker)
         self.actors = [self._start() for _ in range(size)]
         self.generations = [0] * size
+        self.users = 0
+        """Open vector envs on this pool; the last one to close stops its actors."""
         self.places = [self._place(index, "starting", start_timeout_s) for index in range(size)]
 
     @classmethod
@@ -181,7 +183,23 @@ class WorkerPool:
         key = (ray.get_runtime_context().get_job_id(), num_workers, cpus_per_worker)
         if key not in cls._pools:
             cls._pools[key] = cls(num_workers, cpus_per_worker, start_timeout_s)
-        return cls._pools[key]
+        pool = cls._pools[key]
+        pool.users += 1
+        return pool
+
+    def release(self) -> None:
+        """One user fewer; with none left, stop the actors (their CPUs go back to the cluster)."""
+        self.users -= 1
+        if self.users > 0:
+            return
+        for key, pool in list(self._pools.items()):
+            if pool is self:
+                del self._pools[key]
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone with its node
+                pass
 
     def _start(self):
         return self._actor_class.options(
@@ -288,7 +306,9 @@ class RayVectorEnv:
         self._generations[index] = self.pool.generations[index]
 
     def _fail(self, message: str) -> MetaRLError:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self.pool.release()
         return MetaRLError(message + "; the vector env is closed, build a new one to go on")
 
     def _gather(self, command: str, args: Sequence[tuple]) -> list[Any]:
@@ -299,29 +319,39 @@ class RayVectorEnv:
             if command != "build" and self._generations[index] != self.pool.generations[index]:
                 self._recover(index, command, "was replaced for another env of this run")
             refs[index] = self._call(index, command, args[index])
-        results = []
-        for index, ref in refs.items():
-            for attempt in itertools.count():
-                try:
-                    results.append(ray.get(ref, timeout=self.timeout_s))
-                    break
-                except ray.exceptions.GetTimeoutError:
-                    raise self._fail(f"{self.pool.describe(index)} did not answer {command!r} "
-                                     f"within {self.timeout_s:g} s") from None
-                except ray.exceptions.RayTaskError as error:  # the env itself raised
-                    cause = str(error.cause) if error.cause is not None else str(error)
-                    raise self._fail(f"{self.pool.describe(index)} failed during {command!r}: "
-                                     f"{type(error.cause).__name__}: {cause}") from None
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
-                    if attempt >= MAX_RESTARTS_PER_CALL:
-                        raise self._fail(
-                            f"{self.pool.describe(index)} died {attempt + 1} times during "
-                            f"{command!r} ({_death_cause(error)})") from None
-                    self._recover(index, command, f"died ({_death_cause(error)})")
-                    ref = self._call(index, command, args[index])
+        values = list(refs.values())
+        try:  # one wait for every worker: the common case
+            results = ray.get(values, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            _, pending = ray.wait(values, num_returns=len(values), timeout=0)
+            index = next(index for index, ref in refs.items() if ref in pending)
+            raise self._fail(f"{self.pool.describe(index)} did not answer {command!r} "
+                             f"within {self.timeout_s:g} s") from None
+        except ray.exceptions.RayError:  # find the failed slices, recover or report them
+            results = [self._result(index, ref, command, args[index]) for index, ref in refs.items()]
         if command == "build":
             self._generations = list(self.pool.generations[: len(self.slices)])
         return results
+
+    def _result(self, index: int, ref: Any, command: str, args: tuple) -> Any:
+        """Slice ``index``'s answer to ``command``; a dead actor is replaced and the command
+        redone on its replayed slice (at most :data:`MAX_RESTARTS_PER_CALL` times)."""
+        for attempt in itertools.count():
+            try:
+                return ray.get(ref, timeout=self.timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise self._fail(f"{self.pool.describe(index)} did not answer {command!r} "
+                                 f"within {self.timeout_s:g} s") from None
+            except ray.exceptions.RayTaskError as error:  # the env itself raised
+                cause = str(error.cause) if error.cause is not None else str(error)
+                raise self._fail(f"{self.pool.describe(index)} failed during {command!r}: "
+                                 f"{type(error.cause).__name__}: {cause}") from None
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
+                if attempt >= MAX_RESTARTS_PER_CALL:
+                    raise self._fail(f"{self.pool.describe(index)} died {attempt + 1} times during "
+                                     f"{command!r} ({_death_cause(error)})") from None
+                self._recover(index, command, f"died ({_death_cause(error)})")
+                ref = self._call(index, command, args)
 
     def _recover(self, index: int, command: str, cause: str) -> None:
         dead = self.pool.describe(index)
@@ -364,6 +394,7 @@ class RayVectorEnv:
             ray.get(refs, timeout=10.0)
         except Exception:  # a dead actor has nothing left to close
             pass
+        self.pool.release()
 
 
 def _death_cause(error: Exception) -> str:
