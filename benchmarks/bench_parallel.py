@@ -61,60 +61,68 @@ def make_policy(observation_dim: int, action_dim: int) -> Callable[[np.ndarray],
     return act
 
 
+class Stepper:
+    """One engine, built once, measured as often as asked: env steps per second with the policy
+    choosing every batch of actions (episodes restart when all sub-envs are done)."""
+
+    def __init__(self, label: str, env: Any, tasks=None, *, gymnasium_env: bool = False) -> None:
+        self.label, self.env, self.gymnasium_env = label, env, gymnasium_env
+        if gymnasium_env:
+            self.num_envs = env.num_envs
+            self.act = make_policy(env.single_observation_space.shape[0], env.single_action_space.shape[0])
+            env.call("sample_tasks")  # Meta-World's ML envs hold no task until asked to draw one
+            self.observations = env.reset(seed=0)[0]
+        else:
+            self.num_envs = env.num_envs
+            self.act = make_policy(env.observation_dim, env.action_dim)
+            env.set_tasks(tasks)
+            self.observations = env.reset()
+        self.rates: list[float] = []
+        self.measure(0.2)  # warm-up: first touches of memory, thread pools, actor code
+        self.rates.clear()
+
+    def measure(self, seconds: float) -> float:
+        env, steps, start = self.env, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if self.gymnasium_env:  # it autoresets itself
+                self.observations = env.step(self.act(self.observations))[0]
+            else:
+                self.observations, _, terminated, truncated, _ = env.step(self.act(self.observations))
+                if (terminated | truncated).all():
+                    self.observations = env.reset()
+            steps += 1
+        rate = steps * self.num_envs / (time.perf_counter() - start)
+        self.rates.append(rate)
+        return rate
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def steps_per_second(env, tasks, seconds: float) -> float:
-    """Env steps per second of ``env`` (our VectorTaskEnv) with the policy choosing actions."""
-    act = make_policy(env.observation_dim, env.action_dim)
-    env.set_tasks(tasks)
-    observations = env.reset()
-    for _ in range(5):  # warm-up: first touches of memory, thread pools, actor code
-        observations = env.step(act(observations))[0]
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        observations, _, terminated, truncated, _ = env.step(act(observations))
-        steps += 1
-        if (terminated | truncated).all():
-            observations = env.reset()
-    return steps * env.num_envs / (time.perf_counter() - start)
-
-
-def gymnasium_steps_per_second(env, num_envs: int, seconds: float) -> float:
-    """The same for a Gymnasium vector env (Meta-World's own); it autoresets itself."""
-    act = make_policy(env.single_observation_space.shape[0], env.single_action_space.shape[0])
-    env.call("sample_tasks")  # Meta-World's ML envs hold no task until asked to draw one
-    observations, _ = env.reset(seed=0)
-    for _ in range(5):
-        observations = env.step(act(observations))[0]
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        observations = env.step(act(observations))[0]
-        steps += 1
-    return steps * num_envs / (time.perf_counter() - start)
-
-
-def measure(label: str, family: str, engine: str, build: Callable[[], Any], tasks, seconds: float) -> float:
-    env = build()
-    try:
-        rate = steps_per_second(env, tasks, seconds)
-    finally:
-        env.close()
-    RESULTS.append((family, label, len(tasks), rate))
-    print(f"  {family:12s} {label:34s} N={len(tasks):4d} {rate:10,.0f} env steps/s", flush=True)
+    stepper = Stepper("", env, tasks)
+    rate = stepper.measure(seconds)
+    stepper.close()
     return rate
 
 
-def metaworld_own(strategy: str, num_envs: int, seconds: float) -> float:
-    import metaworld  # noqa: F401  (registers the Meta-World/* ids)
-
-    env = gymnasium.make_vec("Meta-World/ML10-train", vector_strategy=strategy,
-                             meta_batch_size=num_envs, seed=0)
-    try:
-        rate = gymnasium_steps_per_second(env, num_envs, seconds)
-    finally:
-        env.close()
-    RESULTS.append(("ML10", f"Meta-World's own {strategy} vector env", num_envs, rate))
-    print(f"  {'ML10':12s} {'Meta-World ' + strategy + ' (gym.make_vec)':34s} N={num_envs:4d} "
-          f"{rate:10,.0f} env steps/s", flush=True)
-    return rate
+def compare(title: str, steppers: dict[str, Stepper], seconds: float, rounds: int,
+            pairs: dict[str, tuple[str, str]]) -> None:
+    """Measure every engine ``rounds`` times, interleaved (the host's load drifts), and print the
+    median rate of each and the median of each pair's per-round ratios."""
+    for _ in range(rounds):
+        for stepper in steppers.values():
+            stepper.measure(seconds)
+    print(title)
+    for stepper in steppers.values():
+        median = statistics.median(stepper.rates)
+        RESULTS.append((title, stepper.label, stepper.num_envs, median))
+        print(f"  {stepper.label:38s} N={stepper.num_envs:4d} {median:10,.0f} env steps/s   (rounds: "
+              + ", ".join(f"{r:,.0f}" for r in stepper.rates) + ")", flush=True)
+    for name, (a, b) in pairs.items():
+        ratios = [x / y for x, y in zip(steppers[a].rates, steppers[b].rates)]
+        print(f"  {name:44s} " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f"  -> median {statistics.median(ratios):.2f}x")
 
 
 def mixed_ml10_tasks(num_envs: int):
@@ -169,76 +177,78 @@ trajectory per task at a time (its posterior is updated between trajectories).""
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--num-envs", type=int, default=20, help="ML10 sub-envs (a multiple of 10)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--num-envs", type=int, default=50,
+                        help="ML10 sub-envs (a multiple of 10 that divides 500: Meta-World's own "
+                        "vector env spreads the 50 goals of each class evenly over them)")
+    parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
     torch.set_num_threads(1)
     if not metaworld_envs.available():
         raise SystemExit("this benchmark needs the metaworld extra: pip install -e '.[metaworld,ray]'")
+    import metaworld  # noqa: F401  (registers Meta-World's own gymnasium ids)
     import ray
 
-    seconds, n = options.seconds, options.num_envs
+    seconds, n, rounds = options.seconds, options.num_envs, options.rounds
     print(f"# {date.today()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
           f"torch {torch.__version__} · gymnasium {gymnasium.__version__} · mujoco {mujoco.__version__} "
           f"· ray {ray.__version__} · numpy {np.__version__}")
+    from metarl.envs.ray_workers import LOCAL_RAY_ENVIRONMENT
+
+    # metarl's local Ray (loopback, no telemetry), with 3 logical CPUs so that the 1- and 2-worker
+    # pools coexist for interleaved measurement (the machine has what the header line says).
+    os.environ.update(LOCAL_RAY_ENVIRONMENT)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
+             configure_logging=False, log_to_driver=False)
     ml10, tasks = mixed_ml10_tasks(n)
-    rows: dict[str, Callable[[], float]] = {
-        "serial": lambda: measure("serial (today's path)", "ML10", "serial",
-                                  lambda: build_vector_env(ml10, n, engine="serial"), tasks, seconds),
-        "processes": lambda: measure("processes, 2 workers", "ML10", "processes",
-                                     lambda: build_vector_env(ml10, n, engine="processes", num_workers=2),
-                                     tasks, seconds),
-        "ray1": lambda: measure("ray, 1 worker", "ML10", "ray",
-                                lambda: build_vector_env(ml10, n, engine="ray", num_workers=1), tasks, seconds),
-        "ray2": lambda: measure("ray, 2 workers", "ML10", "ray",
-                                lambda: build_vector_env(ml10, n, engine="ray", num_workers=2), tasks, seconds),
-        "async": lambda: metaworld_own("async", n, seconds),
+    steppers = {
+        "serial": Stepper("serial (today's path)", build_vector_env(ml10, n, engine="serial"), tasks),
+        "processes": Stepper("processes, 2 workers",
+                             build_vector_env(ml10, n, engine="processes", num_workers=2), tasks),
+        "auto": Stepper("auto", build_vector_env(ml10, n), tasks),
+        "async": Stepper("Meta-World's own AsyncVectorEnv", gymnasium.make_vec(
+            "Meta-World/ML10-train", vector_strategy="async", meta_batch_size=n, seed=0), gymnasium_env=True),
+        "sync": Stepper("Meta-World's own SyncVectorEnv", gymnasium.make_vec(
+            "Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=n, seed=0), gymnasium_env=True),
+        "ray1": Stepper("ray, 1 worker", build_vector_env(ml10, n, engine="ray", num_workers=1), tasks),
+        "ray2": Stepper("ray, 2 workers", build_vector_env(ml10, n, engine="ray", num_workers=2), tasks),
     }
-    print("Meta-World ML10, mixed classes:")
-    first = {name: row() for name, row in rows.items()}
-    metaworld_own("sync", n, seconds)
-    measure("auto", "ML10", "auto", lambda: build_vector_env(ml10, n), tasks, seconds)
+    compare("Meta-World ML10, mixed classes", steppers, seconds, rounds, {
+        "processes / serial": ("processes", "serial"),
+        "processes / Meta-World's AsyncVectorEnv": ("processes", "async"),
+        "ray 2 workers / processes 2 workers": ("ray2", "processes"),
+    })
+    serial_ml10 = statistics.median(steppers["serial"].rates)
+    for stepper in steppers.values():
+        stepper.close()
 
     cheetah = get_family("HalfCheetahVel-MAML")
     cheetah_tasks = TaskSampler(cheetah, 0).sample_train(64)
-    print("HalfCheetah:")
-    for label, engine, extra in [("rollout (local, 2 threads)", "rollout", {}),
-                                 ("threads (local, 2)", "threads", {}),
-                                 ("serial", "serial", {}),
-                                 ("processes, 2 workers", "processes", {"num_workers": 2}),
-                                 ("ray, 1 worker", "ray", {"num_workers": 1}),
-                                 ("ray, 2 workers", "ray", {"num_workers": 2})]:
-        measure(label, "HalfCheetah", engine,
-                lambda: build_vector_env(cheetah, 64, engine=engine, **extra), cheetah_tasks, seconds)
-
-    print("Paired re-measurements (back to back, median of the ratios):")
-    pairs = {"processes / serial": ("processes", "serial"),
-             "processes / Meta-World async": ("processes", "async"),
-             "ray 2 workers / processes 2 workers": ("ray2", "processes")}
-    ratios: dict[str, list[float]] = {name: [first[a] / first[b]] for name, (a, b) in pairs.items()}
-    for _ in range(options.rounds - 1):
-        for name, (a, b) in pairs.items():
-            ratios[name].append(rows[a]() / rows[b]())
-    for name, values in ratios.items():
-        print(f"  {name:38s} " + ", ".join(f"{v:.2f}" for v in values)
-              + f"  -> median {statistics.median(values):.2f}x")
+    steppers = {name: Stepper(label, build_vector_env(cheetah, 64, engine=engine, **extra), cheetah_tasks)
+                for name, label, engine, extra in [
+                    ("rollout", "rollout (local, 2 threads)", "rollout", {}),
+                    ("threads", "threads (local, 2)", "threads", {}),
+                    ("serial", "serial", "serial", {}),
+                    ("processes", "processes, 2 workers", "processes", {"num_workers": 2}),
+                    ("ray1", "ray, 1 worker", "ray", {"num_workers": 1}),
+                    ("ray2", "ray, 2 workers", "ray", {"num_workers": 2})]}
+    compare("HalfCheetah", steppers, seconds / 2, max(2, rounds // 2), {
+        "ray 2 workers / processes 2 workers": ("ray2", "processes")})
+    serial_cheetah = statistics.median(steppers["serial"].rates)
+    for stepper in steppers.values():
+        stepper.close()
 
     per_call, per_env = ray_overheads(seconds / 2)
     print(f"Ray's added cost per env step: {per_call * 1e6:,.0f} µs a call (one round trip to each "
           f"worker, in parallel), {per_env * 1e6:.2f} µs per sub-env")
-
-    # Sub-env step cost from the serial rows; the driver's cost per step: policy + Ray's call.
-    costs = {"ML10": 1 / first["serial"],
-             "HalfCheetah": 1 / next(r for f, label, _, r in RESULTS if f == "HalfCheetah" and label == "serial")}
+    costs = {"ML10": 1 / serial_ml10, "HalfCheetah": 1 / serial_cheetah}
     dims = {"ML10": (39, 4), "HalfCheetah": (20, 6)}
     print("Workers at which one learner's driver saturates (sub-env cost x N / (policy + round trip)):")
     for agent, shape in SHAPES.items():
         cells = []
         for family, num_envs in shape.items():
             driver = policy_seconds(*dims[family], num_envs) + per_call + per_env * num_envs
-            workers = costs[family] * num_envs / driver
-            cells.append(f"{family} N={num_envs}: {workers:,.1f}")
+            cells.append(f"{family} N={num_envs}: {costs[family] * num_envs / driver:,.1f}")
         print(f"  {agent:10s} " + "; ".join(cells))
     ray.shutdown()
 
