@@ -17,7 +17,7 @@ from metarl.tasks import MetaRLError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise MetaRLError(f"{self.prog}: {message}")
+        raise MetaRLError(f"{self.prog}: {message}".replace("\n", "\\n"))  # an argument may hold a newline
 
 
 def _parser() -> argparse.ArgumentParser:
