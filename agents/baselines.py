@@ -303,10 +303,12 @@ MULTITASK = register_agent(AgentSpec(
     description="baseline: one TRPO policy trained on the pooled training tasks, no adaptation",
     config_class=PooledTRPOConfig,
     build=build_multitask,
+    step_size_keys=("max_kl",),
 ))
 ORACLE = register_agent(AgentSpec(
     name="oracle_trpo",
     description="baseline: TRPO on task-revealing observations (family's encode_task), no adaptation",
     config_class=PooledTRPOConfig,
     build=build_oracle,
+    step_size_keys=("max_kl",),
 ))

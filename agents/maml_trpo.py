@@ -336,4 +336,5 @@ SPEC = register_agent(AgentSpec(
     description="MAML with a TRPO outer step (second order, multi-step inner loop)",
     config_class=MAMLTRPOConfig,
     build=build,
+    step_size_keys=("inner_lr", "max_kl"),
 ))

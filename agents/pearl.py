@@ -719,4 +719,5 @@ SPEC = register_agent(AgentSpec(
     description="PEARL: SAC with a product-of-Gaussians context encoder over (s, a, r, s')",
     config_class=PEARLConfig,
     build=build,
+    step_size_keys=("policy_lr", "qf_lr", "context_lr", "alpha_lr"),
 ))

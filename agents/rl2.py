@@ -548,4 +548,5 @@ SPEC = register_agent(AgentSpec(
     description="RL²: GRU policy whose memory spans a multi-episode trial, trained with PPO",
     config_class=RL2Config,
     build=build,
+    step_size_keys=("learning_rate",),
 ))

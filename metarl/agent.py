@@ -63,3 +63,6 @@ class AgentSpec:
     description: str
     config_class: type
     build: Callable[..., MetaAgent]
+    step_size_keys: tuple[str, ...] = ()
+    """The config keys that set how far one update moves (learning rates, trust-region sizes):
+    what the divergence stop tells the user to lower."""

@@ -17,7 +17,7 @@ from metarl.tasks import MetaRLError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise MetaRLError(f"{self.prog}: {message}")
+        raise MetaRLError(f"{self.prog}: {message}".replace("\n", "\\n"))  # an argument may hold a newline
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value ...]",
                        help="a YAML config (path or shipped name) and/or key=value overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in run_dir (all its files) and start a new one")
 
     evaluate = commands.add_parser("evaluate", help="measure adaptation on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -79,11 +81,13 @@ def cmd_train(options: argparse.Namespace) -> int:
             raise MetaRLError(f"cannot resume {options.resume!r}: not a run directory (no config.yaml)")
         if config_path is not None:
             raise MetaRLError("--resume takes the run's own config.yaml; give only key=value overrides")
+        if options.overwrite:
+            raise MetaRLError("--overwrite starts a new run; it does not go with --resume")
         config = load_config(run_dir / "config.yaml", overrides)
         run_dir = train(config, resume_from=run_dir)
     else:
         config = load_config(config_path, overrides)
-        run_dir = train(config)
+        run_dir = train(config, overwrite=options.overwrite)
     print(f"done. run directory: {run_dir}")
     print(f"evaluate it:  metarl evaluate {run_dir}")
     print(f"watch it:     tensorboard --logdir {run_dir}")
@@ -118,6 +122,13 @@ def _eval_name(split: str) -> str:
 
 
 def cmd_evaluate(options: argparse.Namespace) -> int:
+    from metarl.run_dir import locked_run_dir
+
+    with locked_run_dir(Path(options.run_dir), create=False):  # it writes eval files and metrics
+        return _evaluate_and_write(options)
+
+
+def _evaluate_and_write(options: argparse.Namespace) -> int:
     from metarl.evaluate import evaluation_scalars, format_table
     from metarl.logger import Logger
     from metarl.plots import adaptation_curve_figure, per_task_figure, save_figure

@@ -7,9 +7,10 @@ section validated against the chosen agent's own config dataclass (declared besi
 
 from __future__ import annotations
 
+import re
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,6 +64,11 @@ class TrainConfig:
     """Overrides of the agent's own config dataclass (validated against it)."""
 
 
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A decimal number as researchers write it.  PyYAML follows YAML 1.1, where ``3e-4`` and ``1e8``
+(no dot) are strings, so float keys also accept text of this form (YAML 1.2 reads it as a float)."""
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -99,6 +105,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -119,7 +127,7 @@ def build_dataclass(cls: type, values: dict[str, Any], *, prefix: str = "") -> A
     """Instantiate ``cls`` from ``values``, rejecting unknown keys and wrong types by name."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(map(str, set(values) - known))  # YAML keys may be numbers or null
     if unknown:
         raise MetaRLError(
             f"unknown config key {prefix + unknown[0]!r}; accepted: "
@@ -208,7 +216,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
     get_family(config.env)  # raises on an unknown family, listing the accepted ones
     spec = get_agent_spec(config.agent)
-    build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+    options = build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+    # Keep the checked values (``'3e-4'`` became 0.0003), so config.yaml records numbers.
+    config = replace(config, agent_options={key: getattr(options, key) for key in config.agent_options})
     if config.device not in ("auto", "cpu", "cuda"):
         raise MetaRLError(f"config key 'device': {config.device!r}; accepted: auto, cpu, cuda")
     return config

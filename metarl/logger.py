@@ -12,12 +12,16 @@ import json
 import platform
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from torch.utils.tensorboard import SummaryWriter
+
+from metarl.tasks import MetaRLError
 
 PACKAGES = ("metarl", "torch", "gymnasium", "mujoco", "numpy", "tensorboard", "metaworld")
 
@@ -52,6 +56,7 @@ class Logger:
     def __init__(self, run_dir: Path, *, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        threading.excepthook = _quiet_event_writer_errors
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self._metrics = (self.run_dir / "metrics.jsonl").open("a")
 
@@ -60,11 +65,24 @@ class Logger:
         (self.run_dir / "versions.json").write_text(json.dumps(environment_info(), indent=1))
 
     def log_scalars(self, scalars: dict[str, float], *, step: int, iteration: int | None = None) -> None:
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, global_step=step)
         record = {"env_steps": step, **({"iteration": iteration} if iteration is not None else {}), **scalars}
-        self._metrics.write(json.dumps(record) + "\n")
-        self._metrics.flush()
+        try:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+        except OSError as error:  # a full disk or a file-size limit: one line, not a traceback
+            raise MetaRLError(f"cannot write metrics {str(self._metrics.name)!r}: {error.strerror or error}") from None
+        with self._events_errors():
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, value, global_step=step)
+
+    @contextmanager
+    def _events_errors(self) -> Iterator[None]:
+        """TensorBoard writes from a thread of its own and re-raises its OSError on the next call."""
+        try:
+            yield
+        except OSError as error:
+            raise MetaRLError(f"cannot write TensorBoard events in {str(self.run_dir)!r}: "
+                              f"{error.strerror or error}") from None
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """HParams tab: ``hparams`` flattened to dotted keys (``agent.inner_lr``), beside ``metrics``."""
@@ -102,8 +120,25 @@ class Logger:
         self._metrics.flush()
 
     def close(self) -> None:
-        self.writer.close()
-        self._metrics.close()
+        failures = []
+        for close in (self.writer.close, self._metrics.close):
+            try:
+                close()
+            except OSError as error:  # what is still buffered cannot be written (a full disk)
+                failures.append(error)
+        if failures:
+            raise MetaRLError(f"cannot finish writing logs in {str(self.run_dir)!r}: "
+                              f"{failures[0].strerror or failures[0]}")
+
+
+_default_thread_excepthook = threading.excepthook
+
+
+def _quiet_event_writer_errors(args: Any) -> None:
+    """TensorBoard's writer thread prints its OSError (a full disk) as a traceback before the
+    main thread re-raises it; the main thread's one-line error is enough."""
+    if not (issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+        _default_thread_excepthook(args)
 
 
 def flatten_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:

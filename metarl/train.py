@@ -24,11 +24,14 @@ from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, agent_config, build_dataclass, to_dict
 from metarl.device import resolve_device
+from metarl.divergence import (Diverged, divergence_message, invalid_distribution_is_divergence,
+                               non_finite_stat, non_finite_tensor)
 from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
 from metarl.plots import per_task_figure
 from metarl.registry import get_agent_spec
 from metarl.rollout import Sampler
+from metarl.run_dir import claim_for_new_run, locked_run_dir
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -128,20 +131,36 @@ def _truncate_metrics(run_dir: Path, iteration: int) -> None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", -1) <= iteration]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line, torn by a kill mid-write
+            continue
+        if record.get("iteration", -1) <= iteration:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool = False) -> Path:
+def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool = False,
+          overwrite: bool = False) -> Path:
     """Meta-train ``config``; returns the run directory.  ``resume_from``: a run directory whose
-    latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``)."""
+    latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``).
+    A new run needs a directory of its own (``overwrite``: delete the run already there); the
+    directory stays locked against other writers while this runs."""
+    run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
+    with locked_run_dir(run_dir):
+        if resume_from is None:
+            claim_for_new_run(run_dir, overwrite=overwrite)
+        return _train_locked(config, run_dir, resuming=resume_from is not None, quiet=quiet)
+
+
+def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: bool) -> Path:
     torch.set_num_threads(config.torch_threads)
     run = build_run(config)
-    run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
     start_iteration = 0
     purge_step = None
-    if resume_from is not None:
+    if resuming:
         path = latest_checkpoint(run_dir)
         if path is None:
             raise MetaRLError(f"no checkpoint in {str(run_dir)!r}; it has no checkpoints/iteration_*.pt")
@@ -155,15 +174,26 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
         _truncate_metrics(run_dir, start_iteration)
     logger = Logger(run_dir, purge_step=purge_step)
     config_dict = to_dict(config)
-    if resume_from is None:
+    if not resuming:
         logger.write_run_files(config_dict)
         run.task_sampler.write(run_dir / "tasks.json")
         logger.log_text("config", "```\n" + json.dumps(config_dict, indent=1) + "\n```")
 
+    spec = get_agent_spec(config.agent)
+
+    def diverged(iteration: int, quantity: str) -> str:
+        latest = latest_checkpoint(run_dir)
+        return divergence_message(config.agent, iteration, quantity, step_size_keys=spec.step_size_keys,
+                                  latest_checkpoint=str(latest) if latest else None)
+
     def checkpoint(iteration: int) -> None:
+        agent_state = run.agent.state_dict()
+        bad = non_finite_tensor(agent_state)
+        if bad:  # never write a checkpoint that cannot be resumed from
+            raise Diverged(diverged(iteration, f"agent state {bad!r}"))
         save_checkpoint(run_dir, iteration, {
             "config": config_dict,
-            "agent": run.agent.state_dict(),
+            "agent": agent_state,
             "task_sampler": run.task_sampler.state_dict(),
             "sampler": run.sampler.state_dict(),
         })
@@ -181,14 +211,19 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
             steps_before = run.sampler.env_steps
             start = time.perf_counter()
             tasks = run.task_sampler.sample_train(run.agent.meta_batch_size)
-            stats = run.agent.train_iteration(tasks, run.sampler)
+            done = iteration + 1
+            with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
+                stats = run.agent.train_iteration(tasks, run.sampler)
+            bad = non_finite_stat(stats)
+            if bad:
+                raise Diverged(diverged(done, bad))
             seconds = time.perf_counter() - start
             stats["time/iteration_seconds"] = seconds
             stats["time/env_steps_per_second"] = (run.sampler.env_steps - steps_before) / max(seconds, 1e-9)
             stats["train/env_steps"] = float(run.sampler.env_steps)
-            done = iteration + 1
             if (ev.interval and done % ev.interval == 0) or done == config.num_iterations:
-                result = evaluate_run(run, iteration=done)
+                with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
+                    result = evaluate_run(run, iteration=done)
                 stats.update(evaluation_scalars(result))
                 latest_eval = result["stages"][-1]["return"]["mean"]
                 log_evaluation_media(run, logger, result, iteration=done, quiet=quiet,
@@ -206,9 +241,14 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
                        "agent_config": to_dict(agent_config(config))}
             logger.log_hparams(hparams, final_metrics(result))
     finally:
+        failing = sys.exc_info()[1] is not None
         progress.close()
-        logger.close()
         run.close()
+        try:
+            logger.close()
+        except MetaRLError:
+            if not failing:  # else the error already on its way says what went wrong first
+                raise
     return run_dir
 
 
