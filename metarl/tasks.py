@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -50,6 +50,23 @@ class TaskFamily:
     make_env: Callable[..., Any] | None = None
     """Single Gymnasium env constructor (``make_env(task=None, **kw)``), for checkers and rendering."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None = None
+    """Test tasks drawn from a distribution of their own (e.g. held-out classes), if not from
+    ``sample_tasks``."""
+
+
+class TaskDistribution(Protocol):
+    """What :class:`TaskSampler` reads of a family: met by the RL :class:`TaskFamily` and by the
+    supervised task sources (``metarl.supervised.task_source.FewShotTaskSource``) alike."""
+
+    name: str
+    sample_tasks: Callable[[np.random.Generator, int], list[Task]]
+    num_test_tasks: int
+    num_train_tasks: int | None
+    fixed_tasks: tuple[Task, ...] | None
+    test_equals_train: bool
+    sample_ood_tasks: Callable[[np.random.Generator, int], list[Task]] | None
+    sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None
 
 
 _FAMILIES: dict[str, TaskFamily] = {}
@@ -97,7 +114,7 @@ class TaskSampler:
     that e.g. changing the meta-batch size never changes the test tasks.
     """
 
-    def __init__(self, family: TaskFamily, seed: int) -> None:
+    def __init__(self, family: TaskDistribution, seed: int) -> None:
         self.family = family
         self.seed = int(seed)
         split_seq, train_seq, ood_seq = np.random.SeedSequence(self.seed).spawn(3)
@@ -116,7 +133,11 @@ class TaskSampler:
                 self.train_tasks = [tasks[i] for i in order[num_test:]]
         elif family.num_train_tasks is None:
             self.train_tasks = None
-            self.test_tasks = family.sample_tasks(self._split_rng, family.num_test_tasks)
+            sample_test = family.sample_test_tasks or family.sample_tasks
+            self.test_tasks = sample_test(self._split_rng, family.num_test_tasks)
+        elif family.sample_test_tasks is not None:  # disjoint by construction
+            self.train_tasks = family.sample_tasks(self._split_rng, family.num_train_tasks)
+            self.test_tasks = family.sample_test_tasks(self._split_rng, family.num_test_tasks)
         else:
             drawn = family.sample_tasks(
                 self._split_rng, family.num_train_tasks + family.num_test_tasks
