@@ -57,6 +57,18 @@ def test_sources_and_learners_are_registered_apart_from_the_agents():
     assert "protonet" not in {a.name for a in list_agents()}
 
 
+def test_metarl_list_shows_the_supervised_side_apart(capsys):
+    from metarl.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    rl, supervised = out.split("supervised few-shot task sources")
+    assert "maml_trpo" in rl and "reptile" in rl and "protonet" not in rl
+    sources, learners = supervised.split("supervised few-shot learners")
+    assert "Sinusoid" in sources and "Glyphs" in sources and "Omniglot" in sources
+    assert all(name in learners for name in LEARNERS)
+
+
 def test_sinusoid_tasks_and_points_follow_the_paper():
     source = make_source("Sinusoid")
     tasks = source.sample_tasks(np.random.default_rng(0), 2000)
