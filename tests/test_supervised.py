@@ -218,3 +218,22 @@ def test_learner_state_round_trips(glyph_root):
         tasks = TaskSampler(source, 0).held_out()[:2]
         assert (evaluate_learner(fresh, source, tasks, num_shots=1, num_query=2, num_stages=1, seed=0)
                 == evaluate_learner(trained, source, tasks, num_shots=1, num_query=2, num_stages=1, seed=0)), name
+
+
+def test_the_default_glyph_set_is_generated_once_into_the_cache(tmp_path, monkeypatch):
+    import functools
+
+    import metarl.supervised.glyphs as glyph_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    small = functools.partial(generate_glyphs, num_background_alphabets=1, num_evaluation_alphabets=1,
+                              characters_per_alphabet=5, num_drawers=2)
+    monkeypatch.setattr(glyph_module, "generate_glyphs", lambda root: calls.append(root) or small(root))
+    path = glyph_module.default_glyphs_path()
+    assert path == tmp_path / "metarl" / f"glyphs-v{glyph_module.GLYPHS_VERSION}"
+    assert (path / "images_evaluation").is_dir() and glyph_module.default_glyphs_path() == path
+    assert len(calls) == 1 and [p.name for p in (tmp_path / "metarl").iterdir()] == [path.name]
+    source = make_source("Glyphs", {"num_ways": 3, "image_size": 16})  # no path: the cached set
+    assert source.make_batch(source.sample_tasks(np.random.default_rng(0), 1), np.random.default_rng(0),
+                             1, 1).support_inputs.shape == (1, 3, 1, 16, 16)
