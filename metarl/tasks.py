@@ -56,17 +56,25 @@ class TaskFamily:
 
 
 class TaskDistribution(Protocol):
-    """What :class:`TaskSampler` reads of a family: met by the RL :class:`TaskFamily` and by the
-    supervised task sources (``metarl.supervised.task_source.FewShotTaskSource``) alike."""
+    """What :class:`TaskSampler` reads of a family (read-only): met by the RL :class:`TaskFamily`
+    and by the supervised task sources (``metarl.supervised.task_source.FewShotTaskSource``)."""
 
-    name: str
-    sample_tasks: Callable[[np.random.Generator, int], list[Task]]
-    num_test_tasks: int
-    num_train_tasks: int | None
-    fixed_tasks: tuple[Task, ...] | None
-    test_equals_train: bool
-    sample_ood_tasks: Callable[[np.random.Generator, int], list[Task]] | None
-    sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def sample_tasks(self) -> Callable[[np.random.Generator, int], list[Task]]: ...
+    @property
+    def num_test_tasks(self) -> int: ...
+    @property
+    def num_train_tasks(self) -> int | None: ...
+    @property
+    def fixed_tasks(self) -> tuple[Task, ...] | None: ...
+    @property
+    def test_equals_train(self) -> bool: ...
+    @property
+    def sample_ood_tasks(self) -> Callable[[np.random.Generator, int], list[Task]] | None: ...
+    @property
+    def sample_test_tasks(self) -> Callable[[np.random.Generator, int], list[Task]] | None: ...
 
 
 _FAMILIES: dict[str, TaskFamily] = {}
