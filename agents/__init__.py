@@ -4,3 +4,4 @@ from metarl.agents import maml_trpo  # noqa: F401
 from metarl.agents import baselines  # noqa: F401
 from metarl.agents import rl2  # noqa: F401
 from metarl.agents import pearl  # noqa: F401
+from metarl.agents import reptile  # noqa: F401

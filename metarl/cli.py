@@ -216,9 +216,18 @@ def cmd_list(options: argparse.Namespace) -> int:
     print("env families:")
     for family in list_families():
         print(f"  {family.name:<28} {family.description}  [{family.citation}]")
-    print("agents:")
+    print("RL agents:")
     for spec in list_agents():
         print(f"  {spec.name:<28} {spec.description}")
+    from metarl.supervised.learner import list_learners
+    from metarl.supervised.task_source import list_sources
+
+    print("supervised few-shot task sources (metarl.supervised):")
+    for source in list_sources():
+        print(f"  {source.name:<28} {source.description}")
+    print("supervised few-shot learners (metarl.learners):")
+    for learner in list_learners():
+        print(f"  {learner.name:<28} {learner.description}")
     print("shipped configs (metarl train NAME):")
     for path in sorted(Path(configs.__file__).parent.glob("*.yaml")):
         print(f"  {path.stem}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -58,6 +58,31 @@ class TaskFamily:
     (``processes`` for a list of Python envs; ``serial`` for a NumPy batch; ``auto`` to let the
     family's own engines choose)."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None = None
+    """Test tasks drawn from a distribution of their own (e.g. held-out classes), if not from
+    ``sample_tasks``."""
+
+
+class TaskDistribution(Protocol):
+    """What :class:`TaskSampler` reads of a family (read-only): met by the RL :class:`TaskFamily`
+    and by the supervised task sources (``metarl.supervised.task_source.FewShotTaskSource``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def sample_tasks(self) -> Callable[[np.random.Generator, int], list[Task]]: ...
+    @property
+    def num_test_tasks(self) -> int: ...
+    @property
+    def num_train_tasks(self) -> int | None: ...
+    @property
+    def fixed_tasks(self) -> tuple[Task, ...] | None: ...
+    @property
+    def test_equals_train(self) -> bool: ...
+    @property
+    def sample_ood_tasks(self) -> Callable[[np.random.Generator, int], list[Task]] | None: ...
+    @property
+    def sample_test_tasks(self) -> Callable[[np.random.Generator, int], list[Task]] | None: ...
 
 
 _FAMILIES: dict[str, TaskFamily] = {}
@@ -105,7 +130,7 @@ class TaskSampler:
     that e.g. changing the meta-batch size never changes the test tasks.
     """
 
-    def __init__(self, family: TaskFamily, seed: int) -> None:
+    def __init__(self, family: TaskDistribution, seed: int) -> None:
         self.family = family
         self.seed = int(seed)
         split_seq, train_seq, ood_seq = np.random.SeedSequence(self.seed).spawn(3)
@@ -124,7 +149,11 @@ class TaskSampler:
                 self.train_tasks = [tasks[i] for i in order[num_test:]]
         elif family.num_train_tasks is None:
             self.train_tasks = None
-            self.test_tasks = family.sample_tasks(self._split_rng, family.num_test_tasks)
+            sample_test = family.sample_test_tasks or family.sample_tasks
+            self.test_tasks = sample_test(self._split_rng, family.num_test_tasks)
+        elif family.sample_test_tasks is not None:  # disjoint by construction
+            self.train_tasks = family.sample_tasks(self._split_rng, family.num_train_tasks)
+            self.test_tasks = family.sample_test_tasks(self._split_rng, family.num_test_tasks)
         else:
             drawn = family.sample_tasks(
                 self._split_rng, family.num_train_tasks + family.num_test_tasks

@@ -35,6 +35,8 @@ AGENT_SCALARS = {
                        "loss/line_search_step_fraction", "loss/line_search_backtracks",
                        "time/sample_seconds", "time/update_seconds"],
     "random": ["train/return", "time/sample_seconds"],
+    "reptile": ["train/return_before_adaptation", "train/return_last_inner_step", "train/policy_std",
+                "train/outer_lr", "loss/adaptation_distance", "time/sample_seconds", "time/update_seconds"],
     "pearl": ["train/return_prior", "train/return_posterior", "train/num_tasks_seen", "train/q_mean",
               "train/z_variance", "train/policy_entropy", "train/alpha", "train/gradient_steps_per_second",
               "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds"],
@@ -79,11 +81,11 @@ def tiny(agent, run_dir, extra=()):
         from test_rl2 import RL2_TINY
         return load_config(None, [*RL2_TINY,
                                   f"run_dir={run_dir}", *extra])
-    options = TINY if agent == "maml_trpo" else [t for t in TINY if "hidden_sizes" not in t]
+    options = TINY if agent in ("maml_trpo", "reptile") else [t for t in TINY if "hidden_sizes" not in t]
     return load_config(None, [*options, f"agent={agent}", f"run_dir={run_dir}", *extra])
 
 
-@pytest.mark.parametrize("agent", ["maml_trpo", "multitask_trpo", "random", "rl2", "pearl"])
+@pytest.mark.parametrize("agent", ["maml_trpo", "multitask_trpo", "random", "rl2", "pearl", "reptile"])
 def test_every_documented_tag_is_in_the_event_files(tmp_path, agent):
     run_dir = train(tiny(agent, tmp_path / agent), quiet=True)
     scalars, images, hparams, texts = accumulate(run_dir)
