@@ -47,7 +47,9 @@ def cluster():
 
 
 def _strip(metrics):
-    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
+    """Metrics without timings (``time/*``; PEARL's gradient steps per second too)."""
+    return [{k: v for k, v in m.items() if not k.startswith("time/") and not k.endswith("_per_second")}
+            for m in metrics]
 
 
 def _train(tmp_path, name, extra=()):
@@ -83,6 +85,21 @@ def test_maml_on_a_two_node_cluster_equals_the_local_engine(cluster, tmp_path, l
     env = build_vector_env(get_family("Navigation2D"), 4, engine="ray", num_workers=2)
     assert len({node for _, node in env.pool.places}) == 2, "one worker on each node"
     env.close()
+
+
+@pytest.mark.parametrize("agent", ["rl2", "pearl"])
+def test_rl2_and_pearl_run_on_ray_workers_unchanged(cluster, tmp_path, agent):
+    """No agent-specific code: RL²'s trials and PEARL's one-task-at-a-time collection step on the
+    actors and give the local engine's numbers."""
+    from test_pearl import TINY_PEARL
+    from test_rl2 import RL2_TINY
+
+    overrides = {"rl2": RL2_TINY, "pearl": TINY_PEARL}[agent]
+    runs = []
+    for name, extra in (("local", []), ("ray", RAY)):
+        config = load_config(None, [*overrides, "num_iterations=2", f"run_dir={tmp_path / name}", *extra])
+        runs.append(_strip(read_metrics(train(config, quiet=True))))
+    assert runs[0] == runs[1]
 
 
 def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, local_metrics,
