@@ -52,14 +52,27 @@ class MetaAgent(Protocol):
 
 
 @dataclass(frozen=True)
+class TrainingBudget:
+    """What a whole training run costs, known before it starts (evaluation not counted)."""
+
+    env_steps: int
+    """Training env steps, an upper bound: episodes that end early take fewer."""
+    gradient_steps: int
+    """Optimiser steps on the meta-learned parameters (MAML's inner steps are part of the
+    meta-objective, not counted)."""
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """How to build an agent: its config dataclass and a constructor.
 
     ``build(config, *, family, observation_dim, action_dim, device, generator)`` returns a
-    :class:`MetaAgent`.
+    :class:`MetaAgent`; ``budget(config, family, num_iterations)`` returns the
+    :class:`TrainingBudget` of a run (None: unknown).
     """
 
     name: str
     description: str
     config_class: type
     build: Callable[..., MetaAgent]
+    budget: Callable[[Any, TaskFamily, int], TrainingBudget] | None = None

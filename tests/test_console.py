@@ -36,7 +36,7 @@ def test_known_gymnasium_asset_warning_is_dropped():
     assert [str(w.message) for w in caught] == ["MuJoCo: an unknown problem at time 1.5"]
 
 
-@pytest.mark.parametrize("engine", ["threads", "processes"])
+@pytest.mark.parametrize("engine", ["threads", pytest.param("processes", marks=pytest.mark.slow)])
 def test_half_cheetah_training_prints_no_repeated_warning(tmp_path, engine):
     """``metarl train maml_trpo_half_cheetah_vel num_iterations=1``, shrunk to seconds: every
     line of the console output is distinct, and MuJoCo writes no log file into the cwd."""
