@@ -19,10 +19,12 @@ TOLERANCE = 0.01  # Navigation2D terminates when both coordinates are within thi
 
 # ------------------------------------------------------------------------------ naive references
 def naive_iqm(values):
-    """Replicate every value 4 times, so the middle half is a whole number of samples."""
-    x = np.sort(np.repeat(np.asarray(values, dtype=np.float64), 4))
-    n = x.size
-    return float(np.mean(x[n // 4: 3 * n // 4]))
+    """The 25% trimmed mean by hand: drop floor(n / 4) values at each end, average the rest."""
+    x = sorted(float(v) for v in np.ravel(values))
+    for _ in range(len(x) // 4):
+        x.pop(0)
+        x.pop()
+    return sum(x) / len(x)
 
 
 def naive_bootstrap(values, *, statistic, seed, num_resamples=2000, confidence=0.95):
@@ -45,6 +47,15 @@ def naive_bootstrap(values, *, statistic, seed, num_resamples=2000, confidence=0
 def test_iqm_matches_replication_reference(n):
     values = np.random.default_rng(n).normal(size=n) * 10
     assert interquartile_mean(values) == pytest.approx(naive_iqm(values), rel=1e-12, abs=1e-12)
+
+
+def test_iqm_is_rliables_and_scipys_trimmed_mean():
+    """The issue's example: the old boundary-weighted IQM gave 0.300 here."""
+    assert interquartile_mean([0, 0, 0, 1, 10]) == pytest.approx(1 / 3)
+    trim_mean = pytest.importorskip("scipy.stats").trim_mean
+    for n in range(1, 30):
+        values = np.random.default_rng(n).normal(size=n)
+        assert interquartile_mean(values) == pytest.approx(trim_mean(values, 0.25), rel=1e-12)
 
 
 def test_iqm_is_the_middle_half_mean_when_n_divides_by_4():
