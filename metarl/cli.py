@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning: train, evaluate, compare, list.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="meta-train an agent (default: MAML-TRPO on 2D navigation)")
+    train = commands.add_parser("train", help="meta-train an agent (default: MAML-TRPO on 2D navigation)",
+                                add_help=False)
+    train.add_argument("-h", "--help", action="store_true",
+                       help="show this help and every config key (of CONFIG and its agent, if given)")
     train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value ...]",
                        help="a YAML config (path or shipped name) and/or key=value overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
@@ -38,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
 
     compare = commands.add_parser("compare", help="evaluate several runs (agents, seeds, baselines) side by side")
-    compare.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    compare.add_argument("run_dirs", metavar="GROUP_DIR|RUN_DIR", nargs="+",
+                         help="run directories, or group directories of seeds (metarl train --seeds)")
     compare.add_argument("--split", default="test", choices=["test", "ood"])
     compare.add_argument("--seeds", type=int, nargs="+", default=None,
                          help="evaluation seeds for every run; default: each run's own seed")
@@ -49,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--output", default="compare.png", metavar="PNG",
                          help="where to draw the plot (the table also goes to the same name .json)")
 
-    commands.add_parser("list", help="list env families, agents and shipped configs")
+    listing = commands.add_parser("list", help="list env families, agents and shipped configs")
+    listing.add_argument("--configs", action="store_true",
+                         help="each shipped config's family, agent and budget (env and gradient steps)")
+    train.set_defaults(format_help=train.format_help)
     return parser
 
 
@@ -73,6 +80,12 @@ def cmd_train(options: argparse.Namespace) -> int:
     from metarl.train import train
 
     config_path, overrides = _split_train_args(options.args)
+    if options.help:
+        from metarl.config_help import train_keys_help
+
+        print(options.format_help())
+        print(train_keys_help(config_path, overrides))
+        return 0
     if options.resume:
         run_dir = Path(options.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -167,7 +180,7 @@ def cmd_compare(options: argparse.Namespace) -> int:
     from metarl.evaluate import combine_seeds, compare_table
     from metarl.plots import adaptation_curve_figure, save_figure
 
-    results = [_cached_or_evaluate(Path(run_dir), options) for run_dir in options.run_dirs]
+    results = [_cached_or_evaluate(run_dir, options) for run_dir in _expand_groups(options.run_dirs)]
     envs = sorted({result["env"] for result in results})
     if options.pool_seeds:
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -194,7 +207,69 @@ def cmd_compare(options: argparse.Namespace) -> int:
     table = png.with_suffix(".json")
     table.write_text(json.dumps({label: result for label, result in labelled}, indent=1))
     print(f"wrote {png} and {table}")
+    _compare_over_seeds(results, Path(options.output))
     return 0
+
+
+def _expand_groups(paths: Sequence[str]) -> list[Path]:
+    """Run directories as given, group directories (``metarl train --seeds``) as their runs."""
+    run_dirs = []
+    for path in map(Path, paths):
+        members = sorted(p.parent for p in path.glob("*/config.yaml")) if path.is_dir() else []
+        if (path / "config.yaml").is_file() or not members:
+            run_dirs.append(path)  # a run, or an error that names the path when it is evaluated
+        else:
+            run_dirs.extend(members)
+    return run_dirs
+
+
+def _compare_over_seeds(results: list[dict], output: Path) -> None:
+    """Per agent (and env): IQM and mean over training seeds x tasks with stratified bootstrap
+    CIs, the probability of improvement between agents, and the figure of both."""
+    from itertools import combinations
+
+    import numpy as np
+
+    from metarl.evaluate import seed_score_matrices, seeds_table
+    from metarl.plots import save_figure, seeds_figure
+    from metarl.stats import over_seeds, performance_profile, probability_of_improvement_ci
+
+    members: dict[tuple[str, str], list[dict]] = {}
+    for result in results:
+        members.setdefault((result["env"], result["agent"]), []).append(result)
+    envs = {env for env, _ in members}
+    groups = {}
+    for (env, agent), runs in members.items():
+        label = agent if len(envs) == 1 else f"{agent} on {env}"
+        matrices = seed_score_matrices(runs)
+        groups[label] = {"env": env, "agent": agent, "unit": runs[0]["adaptation_unit"],
+                         "run_dirs": [r["run_dir"] for r in runs], "matrices": matrices,
+                         "stages": [over_seeds(m, seed=k) for k, m in enumerate(matrices)]}
+    for env in envs:  # one threshold grid per env, so its agents' profiles share an axis
+        last = [g["matrices"][-1] for g in groups.values() if g["env"] == env]
+        thresholds = np.linspace(min(m.min() for m in last), max(m.max() for m in last), 50)
+        for group in groups.values():
+            if group["env"] == env:
+                group["profile"] = {"thresholds": thresholds,
+                                    **performance_profile(group["matrices"][-1], thresholds)}
+    print("\nover training seeds (rliable: IQM and mean, stratified bootstrap 95% CI over seeds x tasks)")
+    print(seeds_table([(label, g["stages"]) for label, g in groups.items()]))
+    improvements = {}
+    for (x, gx), (y, gy) in combinations(groups.items(), 2):
+        if gx["env"] != gy["env"] or gx["matrices"][-1].shape[1] != gy["matrices"][-1].shape[1]:
+            continue
+        improvement = probability_of_improvement_ci(gx["matrices"][-1], gy["matrices"][-1])
+        improvements[f"P({x} > {y})"] = improvement
+        low, high = improvement["ci"]
+        print(f"P({x} > {y}) at the last stage: {improvement['probability']:.2f} [{low:.2f}, {high:.2f}]")
+    png = save_figure(seeds_figure(list(groups.items()), title="statistics over training seeds"),
+                      output.with_name(output.stem + "_seeds.png"))
+    data = {"groups": {label: {k: v for k, v in g.items() if k not in ("matrices", "profile")}
+                       for label, g in groups.items()},
+            "probability_of_improvement": improvements}
+    table = png.with_suffix(".json")
+    table.write_text(json.dumps(data, indent=1))
+    print(f"wrote {png} and {table}")
 
 
 def cmd_list(options: argparse.Namespace) -> int:
@@ -202,13 +277,19 @@ def cmd_list(options: argparse.Namespace) -> int:
     from metarl.registry import list_agents
     from metarl.tasks import list_families
 
+    if options.configs:
+        from metarl.config_help import shipped_configs_table
+
+        print("shipped configs (metarl train NAME); steps are training totals, upper bounds:")
+        print(shipped_configs_table())
+        return 0
     print("env families:")
     for family in list_families():
         print(f"  {family.name:<28} {family.description}  [{family.citation}]")
     print("agents:")
     for spec in list_agents():
         print(f"  {spec.name:<28} {spec.description}")
-    print("shipped configs (metarl train NAME):")
+    print("shipped configs (metarl train NAME; budgets: metarl list --configs):")
     for path in sorted(Path(configs.__file__).parent.glob("*.yaml")):
         print(f"  {path.stem}")
     return 0

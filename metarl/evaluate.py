@@ -205,3 +205,37 @@ def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                    else np.zeros(0))
         combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
     return combined
+
+
+def per_task_scores(result: dict[str, Any], stage: int) -> np.ndarray:
+    """``[num_tasks]`` return of each held-out task at ``stage``, averaged over the evaluation
+    seeds an evaluation pooled (:func:`combine_seeds` lists them seed-major)."""
+    values = np.asarray(result["stages"][stage]["per_task_return"], dtype=np.float64)
+    return values.reshape(result.get("num_seeds", 1), result["num_tasks"]).mean(0)
+
+
+def seed_score_matrices(results: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+    """Per stage, ``[num_runs, num_tasks]``: a row per run (training seed) of one agent."""
+    shapes = {(len(r["stages"]), r["num_tasks"]) for r in results}
+    if len(shapes) != 1:
+        raise MetaRLError(
+            "runs of one agent must be evaluated alike to pool their seeds; got (stages, tasks) "
+            f"{sorted(shapes)} from {', '.join(str(r.get('run_dir')) for r in results)}")
+    num_stages = len(results[0]["stages"])
+    return [np.stack([per_task_scores(r, k) for r in results]) for k in range(num_stages)]
+
+
+def seeds_table(groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> str:
+    """Rows per group (an agent's runs) and stage: IQM and mean over seeds x tasks with
+    stratified bootstrap 95% CIs (``group["stats"]`` from :func:`metarl.stats.over_seeds`)."""
+    width = max(len(label) for label, _ in groups)
+    header = (f"{'agent':<{width}} | {'stage':>5} | {'runs':>4} | {'tasks':>5} | "
+              f"{'IQM [95% CI]':>27} | {'mean [95% CI]':>27}")
+    lines = [header, "-" * len(header)]
+    for label, stages in groups:
+        for k, s in enumerate(stages):
+            iqm = f"{s['iqm']:.2f} [{s['iqm_ci'][0]:.2f}, {s['iqm_ci'][1]:.2f}]"
+            mean = f"{s['mean']:.2f} [{s['mean_ci'][0]:.2f}, {s['mean_ci'][1]:.2f}]"
+            lines.append(f"{label if k == 0 else '':<{width}} | {k:>5} | {s['num_runs']:>4} | "
+                         f"{s['num_tasks']:>5} | {iqm:>27} | {mean:>27}")
+    return "\n".join(lines)
