@@ -30,7 +30,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="show this help and every config key (of CONFIG and its agent, if given)")
     train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value ...]",
                        help="a YAML config (path or shipped name) and/or key=value overrides")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    train.add_argument("--resume", metavar="RUN_DIR|GROUP_DIR",
+                       help="continue a run from its latest checkpoint (a group: its unfinished seeds)")
+    train.add_argument("--seeds", nargs="+", metavar="K",
+                       help="train these seeds side by side, one run each under one group directory "
+                            "(run_dir=GROUP_DIR; default runs/<env>-<agent>-seeds-<time>)")
+    train.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="seeds trained at once (default: as many as the CPU cores allow)")
 
     evaluate = commands.add_parser("evaluate", help="measure adaptation on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -76,9 +82,16 @@ def _split_train_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(options: argparse.Namespace) -> int:
-    from metarl.config import build_dataclass, load_config, TrainConfig
+    from metarl import seeds
+    from metarl.config import load_config
     from metarl.train import train
 
+    if options.seeds:  # ``--seeds 0 1 2 key=value``: what follows the seeds is the usual arguments
+        seed_list = [item for item in options.seeds if item.lstrip("-").isdigit()]
+        options.args = [*options.args, *options.seeds[len(seed_list):]]
+        options.seeds = [int(item) for item in seed_list]
+        if not options.seeds:
+            raise MetaRLError("--seeds needs at least one integer seed, e.g. --seeds 0 1 2")
     config_path, overrides = _split_train_args(options.args)
     if options.help:
         from metarl.config_help import train_keys_help
@@ -86,6 +99,8 @@ def cmd_train(options: argparse.Namespace) -> int:
         print(options.format_help())
         print(train_keys_help(config_path, overrides))
         return 0
+    if options.seeds or (options.resume and seeds.is_group_dir(Path(options.resume))):
+        return _train_group(options, config_path, overrides)
     if options.resume:
         run_dir = Path(options.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -100,6 +115,34 @@ def cmd_train(options: argparse.Namespace) -> int:
     print(f"done. run directory: {run_dir}")
     print(f"evaluate it:  metarl evaluate {run_dir}")
     print(f"watch it:     tensorboard --logdir {run_dir}")
+    return 0
+
+
+def _train_group(options: argparse.Namespace, config_path: str | None, overrides: list[str]) -> int:
+    """``--seeds``: a new group; ``--resume GROUP_DIR``: its unfinished seeds."""
+    from metarl import seeds
+    from metarl.config import load_config
+
+    if options.resume:
+        if config_path is not None or options.seeds:
+            raise MetaRLError("--resume GROUP_DIR takes the group's own config and seeds; give only "
+                              "key=value overrides")
+        group_dir = Path(options.resume)
+        jobs = seeds.plan_resume(group_dir, overrides)
+    else:
+        group_dir, jobs = seeds.plan_group(load_config(config_path, overrides), options.seeds)
+    if options.workers is not None and options.workers < 1:
+        raise MetaRLError(f"--workers must be at least 1; got {options.workers}")
+    if not jobs:
+        print(f"nothing to do: every seed of {group_dir} has finished")
+        return 0
+    workers = options.workers or seeds.default_workers(len(jobs), jobs[0].config.torch_threads)
+    print(f"group directory: {group_dir}; seeds {[job.seed for job in jobs]}, {workers} at a time",
+          file=sys.stderr)
+    seeds.run_group(jobs, seeds.LocalProcesses(workers))
+    print(f"done. group directory: {group_dir}")
+    print(f"compare it:   metarl compare {group_dir}")
+    print(f"watch it:     tensorboard --logdir {group_dir}")
     return 0
 
 
