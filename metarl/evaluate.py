@@ -135,23 +135,40 @@ def _ci(summary: dict[str, float]) -> str:
     return f"[{summary['ci_low']:.2f}, {summary['ci_high']:.2f}]"
 
 
+def paired_difference(result: dict[str, Any], stage: int) -> dict[str, float]:
+    """Summary of ``return at stage - return at stage 0`` task by task (the same tasks and
+    evaluation seeds): a paired CI, which separates stages that the per-stage CIs, overlapping
+    because tasks differ much more from each other than a stage changes them, cannot."""
+    after = np.asarray(result["stages"][stage]["per_task_return"], dtype=np.float64)
+    before = np.asarray(result["stages"][0]["per_task_return"], dtype=np.float64)
+    return summarize(after - before, seed=stage)
+
+
 def format_table(result: dict[str, Any], *, title: str = "") -> str:
-    """Plain-text table of one evaluation: a row per adaptation stage."""
+    """Plain-text table of one evaluation: a row per adaptation stage, with each later stage's
+    paired difference to stage 0 over the same tasks."""
     has_success = result["stages"][0]["success_rate"] is not None
-    header = f"{'stage':>5} | {'mean return':>12} | {'IQM':>9} | {'95% CI of mean':>20}"
+    header = (f"{'stage':>5} | {'mean return':>12} | {'IQM':>9} | {'95% CI of mean':>20} | "
+              f"{'vs stage 0 [paired 95% CI]':>29}")
     if has_success:
         header += f" | {'success':>8}"
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for entry in result["stages"]:
         r = entry["return"]
-        row = f"{entry['stage']:>5} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | {_ci(r):>20}"
+        difference = ""
+        if entry["stage"] > 0:
+            d = paired_difference(result, entry["stage"])
+            difference = f"{d['mean']:+.2f} {_ci(d)}"
+        row = f"{entry['stage']:>5} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | {_ci(r):>20} | {difference:>29}"
         if has_success:
             row += f" | {entry['success_rate']['mean']:>8.2%}"
         lines.append(row)
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
     lines.append(f"(stage k: after k {plural_unit(result['adaptation_unit'])}; "
-                 f"{result['num_tasks']} held-out tasks{seeds})")
+                 f"{result['num_tasks']} held-out tasks{seeds}"
+                 + ("; success: the episode's info['success'] was set at any step" if has_success else "")
+                 + ")")
     return "\n".join(lines)
 
 

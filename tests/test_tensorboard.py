@@ -163,11 +163,22 @@ def test_video_of_the_adapted_rollout_is_logged_when_rendering_works(tmp_path, m
     assert len(gifs) == 1 and gifs[0].read_bytes() == video.encoded_image_string
 
 
-def test_families_without_a_renderer_get_no_video_and_no_notice():
+def test_families_without_a_renderer_get_no_video_and_a_clear_notice(monkeypatch):
     family = get_family("Navigation2D")
     result = record_adapted_rollout(object(), family, {"goal": [0.1, 0.1]}, num_stages=0,
                                     episodes_per_stage=1, seed=0, generator=torch.Generator())
-    assert result.frames is None and result.notice is None
+    assert result.frames is None
+    assert result.notice == ("video skipped: Navigation2D has no renderer (its env takes no "
+                             "render_mode, width and height)")
+
+    class NoRender(FakeRenderEnv):  # a plain Gymnasium env: Env.render raises NotImplementedError
+        def render(self):
+            raise NotImplementedError
+
+    monkeypatch.setattr(metarl.video, "_render_env", lambda *a, **k: NoRender(fail=False))
+    result = record_adapted_rollout(object(), family, {"goal": [0.1, 0.1]}, num_stages=0,
+                                    episodes_per_stage=1, seed=0, generator=torch.Generator())
+    assert result.notice == "video skipped: Navigation2D has no renderer (NoRender.render is not implemented)"
 
 
 def test_real_offscreen_render_of_an_adapted_half_cheetah():
