@@ -581,7 +581,7 @@ class PEARL:
             "train/return_posterior": (sum(posterior_returns) / len(posterior_returns)
                                        if posterior_returns else nan),
             "train/num_tasks_seen": float(len(self.task_slots)),
-            "train/gradient_steps_per_second": c.num_train_steps_per_itr / max(update_seconds, 1e-9),
+            "time/gradient_steps_per_second": c.num_train_steps_per_itr / max(update_seconds, 1e-9),
             "time/sample_seconds": sample_seconds,
             "time/update_seconds": update_seconds,
         })

@@ -94,7 +94,10 @@ def over_seeds(scores: np.ndarray, *, reps: int = SEED_BOOTSTRAP_REPS, seed: int
     fixed benchmark, so their spread belongs in the interval."""
     _, metrics = _rliable()
     scores = np.asarray(scores, dtype=np.float64)
-    aggregate = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
+
+    def aggregate(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
     points, intervals = _interval_estimates(
         {"scores": scores}, aggregate, task_bootstrap=True, reps=reps,
         seed=seed)
@@ -133,7 +136,10 @@ def performance_profile(scores: np.ndarray, thresholds: np.ndarray, *,
     """Fraction of (run, task) scores above each of ``thresholds [K]`` (rliable's score
     distribution) with stratified bootstrap 95% CIs: ``{"fraction", "low", "high"}``, each ``[K]``."""
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    profile = lambda x: (x.reshape(-1)[None, :] > thresholds[:, None]).mean(1)  # noqa: E731
+
+    def profile(x: np.ndarray) -> np.ndarray:  # [K]: the fraction of x above each threshold
+        return (x.reshape(-1)[None, :] > thresholds[:, None]).mean(1)
+
     points, intervals = _interval_estimates(
         {"scores": np.asarray(scores, dtype=np.float64)}, profile, task_bootstrap=True, reps=reps,
         seed=seed)

@@ -6,6 +6,8 @@ import glob
 import io
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -36,13 +38,27 @@ AGENT_SCALARS = {
                        "time/sample_seconds", "time/update_seconds"],
     "random": ["train/return", "time/sample_seconds"],
     "pearl": ["train/return_prior", "train/return_posterior", "train/num_tasks_seen", "train/q_mean",
-              "train/z_variance", "train/policy_entropy", "train/alpha", "train/gradient_steps_per_second",
-              "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds"],
+              "train/z_variance", "train/policy_entropy", "train/alpha",
+              "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds",
+              "time/gradient_steps_per_second"],
     "rl2": ["train/return_episode_0", "train/return_episode_1", "train/trial_return", "train/policy_std",
             "loss/policy", "loss/value", "loss/entropy", "loss/approx_kl", "loss/clip_fraction",
             "loss/gradient_norm", "time/sample_seconds", "time/update_seconds"],
 }
 IMAGES = ["eval/per_task_return"]
+
+
+def test_logger_uses_no_private_summary_writer_api():
+    import metarl.logger
+
+    assert "._get_file_writer" not in Path(metarl.logger.__file__).read_text()
+
+
+def test_timings_are_in_the_time_namespace():
+    """Wall-clock figures live under time/, so comparing two runs' metrics can drop them as one."""
+    for tag in COMMON_SCALARS + [tag for tags in AGENT_SCALARS.values() for tag in tags]:
+        if "second" in tag:
+            assert tag.startswith("time/"), tag
 HPARAM_METRICS = ["hparams/return_before_adaptation", "hparams/return_after_adaptation",
                   "hparams/return_iqm_after_adaptation", "hparams/adaptation_gain"]
 HPARAMS = ["env", "agent", "seed", "num_iterations", "evaluation.num_stages", "evaluation.episodes_per_stage",
