@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", nargs="+", metavar="K",
                        help="train these seeds side by side, one run each under one group directory "
                             "(run_dir=GROUP_DIR; default runs/<env>-<agent>-seeds-<time>)")
+    train.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (it registers a family or agent of your own); "
+                            "recorded in the run's config")
     train.add_argument("--workers", type=int, default=None, metavar="N",
                        help="seeds trained at once (default: as many as the CPU cores allow)")
 
@@ -93,6 +96,8 @@ def cmd_train(options: argparse.Namespace) -> int:
         if not options.seeds:
             raise MetaRLError("--seeds needs at least one integer seed, e.g. --seeds 0 1 2")
     config_path, overrides = _split_train_args(options.args)
+    if options.imports:
+        overrides.append("imports=" + json.dumps(options.imports))
     if options.help:
         from metarl.config_help import train_keys_help
 
@@ -340,7 +345,14 @@ def cmd_list(options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        options = _parser().parse_args(argv)
+        parser = _parser()
+        options, unknown = parser.parse_known_args(argv)
+        # ``train CONFIG --import m key=value``: argparse ends a positional list at an option, so
+        # the arguments after it come back unknown; they are still the config and its overrides.
+        if unknown and options.command == "train" and not any(u.startswith("-") for u in unknown):
+            options.args = [*options.args, *unknown]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         handler = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
                    "list": cmd_list}[options.command]
         return handler(options)

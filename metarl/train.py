@@ -27,7 +27,7 @@ from metarl.device import resolve_device
 from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
 from metarl.plots import per_task_figure
-from metarl.registry import get_agent_spec
+from metarl.registry import get_agent_spec, import_modules
 from metarl.rollout import Sampler
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
 
@@ -54,6 +54,7 @@ class Run:
 
 
 def build_run(config: TrainConfig) -> Run:
+    import_modules(config.imports)  # the user's own family or agent, in this process
     family = get_family(config.env)
     spec = get_agent_spec(config.agent)
     device = resolve_device(config.device)
