@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from metarl.agent import AgentSpec
+from metarl.agent import AgentSpec, TrainingBudget
 from metarl.envs.oracle import TaskEncoder
 from metarl.networks import GaussianMLPPolicy, LinearFeatureBaseline
 from metarl.registry import register_agent
@@ -51,6 +51,12 @@ class RandomConfig:
     """Training tasks per iteration (only to report ``train/return`` on the same axes)."""
     episodes_per_task: int = 1
     """Episodes per task and iteration; 0 collects nothing (the env-step axis then stays at 0)."""
+
+
+def random_budget(config: RandomConfig, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration: ``episodes_per_task`` episodes on each of ``meta_batch_size`` tasks."""
+    episodes = config.meta_batch_size * config.episodes_per_task
+    return TrainingBudget(num_iterations * episodes * family.max_episode_steps, 0)
 
 
 class _UniformActor:
@@ -125,6 +131,13 @@ class PooledTRPOConfig:
     line_search_backtrack_ratio: float = 0.8
     line_search_max_steps: int = 15
     baseline_reg_coeff: float = 1e-5
+
+
+def pooled_budget(config: PooledTRPOConfig, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration: ``episodes_per_task`` episodes on each of ``meta_batch_size`` tasks; one
+    TRPO step."""
+    episodes = config.meta_batch_size * config.episodes_per_task
+    return TrainingBudget(num_iterations * episodes * family.max_episode_steps, num_iterations)
 
 
 class _PolicyActor:
@@ -297,6 +310,7 @@ RANDOM = register_agent(AgentSpec(
     description="baseline: actions uniform in the action box, no training",
     config_class=RandomConfig,
     build=build_random,
+    budget=random_budget,
 ))
 MULTITASK = register_agent(AgentSpec(
     name="multitask_trpo",
@@ -304,6 +318,7 @@ MULTITASK = register_agent(AgentSpec(
     config_class=PooledTRPOConfig,
     build=build_multitask,
     step_size_keys=("max_kl",),
+    budget=pooled_budget,
 ))
 ORACLE = register_agent(AgentSpec(
     name="oracle_trpo",
@@ -311,4 +326,5 @@ ORACLE = register_agent(AgentSpec(
     config_class=PooledTRPOConfig,
     build=build_oracle,
     step_size_keys=("max_kl",),
+    budget=pooled_budget,
 ))

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.func import functional_call
 
-from metarl.agent import AgentSpec
+from metarl.agent import AgentSpec, TrainingBudget
 from metarl.networks import GaussianMLPPolicy, LinearFeatureBaseline
 from metarl.registry import register_agent
 from metarl.returns import discounted_returns, generalized_advantages, normalize_advantages
@@ -323,6 +323,13 @@ class MAMLTRPO:
         self.generator.set_state(state["generator"])
 
 
+def budget(config: MAMLTRPOConfig, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration: ``episodes_per_task`` episodes on each of ``meta_batch_size`` tasks for
+    every inner step and for the post-adaptation batch; one outer TRPO step."""
+    episodes = config.meta_batch_size * config.episodes_per_task * (config.num_inner_steps + 1)
+    return TrainingBudget(num_iterations * episodes * family.max_episode_steps, num_iterations)
+
+
 def build(config: MAMLTRPOConfig, *, family: TaskFamily, observation_dim: int, action_dim: int,
           device: torch.device, generator: torch.Generator) -> MAMLTRPO:
     """MAML needs nothing of the family beyond the observation and action sizes."""
@@ -337,4 +344,5 @@ SPEC = register_agent(AgentSpec(
     config_class=MAMLTRPOConfig,
     build=build,
     step_size_keys=("inner_lr", "max_kl"),
+    budget=budget,
 ))

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.agent import AgentSpec
+from metarl.agent import AgentSpec, TrainingBudget
 from metarl.networks import MLP
 from metarl.registry import register_agent
 from metarl.rollout import Sampler
@@ -130,6 +130,24 @@ class PEARLConfig:
     critic_reward_key: str = ""
     """Train the critic on ``infos[critic_reward_key]`` instead of the reward (PEARL's sparse
     point robot meta-trains the critic on ``reward_dense``; the context keeps the env reward)."""
+
+
+def budget(config: PEARLConfig, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration, on each of ``num_tasks_sample`` tasks: whole trajectories covering
+    ``num_steps_prior``, ``num_steps_posterior`` and ``num_extra_rl_steps_posterior``; once per
+    training task first drawn, ``num_initial_steps`` (bounded by the tasks the run can draw);
+    ``num_train_steps_per_itr`` gradient steps."""
+    def whole(steps: int) -> int:  # collection runs whole episodes
+        return math.ceil(steps / family.max_episode_steps) * family.max_episode_steps
+
+    per_task = (whole(config.num_steps_prior) + whole(config.num_steps_posterior)
+                + whole(config.num_extra_rl_steps_posterior))
+    tasks_drawn = num_iterations * config.meta_batch_size
+    if family.num_train_tasks is not None:
+        tasks_drawn = min(tasks_drawn, family.num_train_tasks)
+    return TrainingBudget(
+        num_iterations * config.num_tasks_sample * per_task + tasks_drawn * whole(config.num_initial_steps),
+        num_iterations * config.num_train_steps_per_itr)
 
 
 # --------------------------------------------------------------------------------- pure maths
@@ -563,7 +581,7 @@ class PEARL:
             "train/return_posterior": (sum(posterior_returns) / len(posterior_returns)
                                        if posterior_returns else nan),
             "train/num_tasks_seen": float(len(self.task_slots)),
-            "train/gradient_steps_per_second": c.num_train_steps_per_itr / max(update_seconds, 1e-9),
+            "time/gradient_steps_per_second": c.num_train_steps_per_itr / max(update_seconds, 1e-9),
             "time/sample_seconds": sample_seconds,
             "time/update_seconds": update_seconds,
         })
@@ -720,4 +738,5 @@ SPEC = register_agent(AgentSpec(
     config_class=PEARLConfig,
     build=build,
     step_size_keys=("policy_lr", "qf_lr", "context_lr", "alpha_lr"),
+    budget=budget,
 ))

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.agent import AgentSpec
+from metarl.agent import AgentSpec, TrainingBudget
 from metarl.networks import MLP
 from metarl.registry import register_agent
 from metarl.returns import generalized_advantages, masked_mean, normalize_advantages
 from metarl.rollout import Sampler
-from metarl.tasks import MetaRLError, Task
+from metarl.tasks import MetaRLError, Task, TaskFamily
 from metarl.trajectories import Trajectories
 
 
@@ -537,6 +537,14 @@ def _check_config(config: RL2Config) -> None:
         raise MetaRLError("agent_options.init_std and agent_options.min_std must be positive")
 
 
+def budget(config: RL2Config, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration: ``trials_per_task`` trials of ``episodes_per_trial`` episodes on each of
+    ``meta_batch_size`` tasks; ``num_epochs * num_minibatches`` PPO steps."""
+    episodes = config.meta_batch_size * config.trials_per_task * config.episodes_per_trial
+    return TrainingBudget(num_iterations * episodes * family.max_episode_steps,
+                          num_iterations * config.num_epochs * config.num_minibatches)
+
+
 def build(config: RL2Config, *, observation_dim: int, action_dim: int, device: torch.device,
           generator: torch.Generator, **_: Any) -> RL2:
     return RL2(config, observation_dim=observation_dim, action_dim=action_dim, device=device,
@@ -549,4 +557,5 @@ SPEC = register_agent(AgentSpec(
     config_class=RL2Config,
     build=build,
     step_size_keys=("learning_rate",),
+    budget=budget,
 ))

@@ -52,11 +52,23 @@ class MetaAgent(Protocol):
 
 
 @dataclass(frozen=True)
+class TrainingBudget:
+    """What a whole training run costs, known before it starts (evaluation not counted)."""
+
+    env_steps: int
+    """Training env steps, an upper bound: episodes that end early take fewer."""
+    gradient_steps: int
+    """Optimiser steps on the meta-learned parameters (MAML's inner steps are part of the
+    meta-objective, not counted)."""
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """How to build an agent: its config dataclass and a constructor.
 
     ``build(config, *, family, observation_dim, action_dim, device, generator)`` returns a
-    :class:`MetaAgent`.
+    :class:`MetaAgent`; ``budget(config, family, num_iterations)`` returns the
+    :class:`TrainingBudget` of a run (None: unknown).
     """
 
     name: str
@@ -66,3 +78,4 @@ class AgentSpec:
     step_size_keys: tuple[str, ...] = ()
     """The config keys that set how far one update moves (learning rates, trust-region sizes):
     what the divergence stop tells the user to lower."""
+    budget: Callable[[Any, TaskFamily, int], TrainingBudget] | None = None

@@ -24,12 +24,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning: train, evaluate, compare, list.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="meta-train an agent (default: MAML-TRPO on 2D navigation)")
+    train = commands.add_parser("train", help="meta-train an agent (default: MAML-TRPO on 2D navigation)",
+                                add_help=False)
+    train.add_argument("-h", "--help", action="store_true",
+                       help="show this help and every config key (of CONFIG and its agent, if given)")
     train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value ...]",
                        help="a YAML config (path or shipped name) and/or key=value overrides")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="delete the run already in run_dir (all its files) and start a new one")
+    train.add_argument("--resume", metavar="RUN_DIR|GROUP_DIR",
+                       help="continue a run from its latest checkpoint (a group: its unfinished seeds)")
+    train.add_argument("--seeds", nargs="+", metavar="K",
+                       help="train these seeds side by side, one run each under one group directory "
+                            "(run_dir=GROUP_DIR; default runs/<env>-<agent>-seeds-<time>)")
+    train.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (it registers a family or agent of your own); "
+                            "recorded in the run's config")
+    train.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="seeds trained at once (default: as many as the CPU cores allow)")
 
     evaluate = commands.add_parser("evaluate", help="measure adaptation on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -40,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
 
     compare = commands.add_parser("compare", help="evaluate several runs (agents, seeds, baselines) side by side")
-    compare.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    compare.add_argument("run_dirs", metavar="GROUP_DIR|RUN_DIR", nargs="+",
+                         help="run directories, or group directories of seeds (metarl train --seeds)")
     compare.add_argument("--split", default="test", choices=["test", "ood"])
     compare.add_argument("--seeds", type=int, nargs="+", default=None,
                          help="evaluation seeds for every run; default: each run's own seed")
@@ -51,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--output", default="compare.png", metavar="PNG",
                          help="where to draw the plot (the table also goes to the same name .json)")
 
-    commands.add_parser("list", help="list env families, agents and shipped configs")
+    listing = commands.add_parser("list", help="list env families, agents and shipped configs")
+    listing.add_argument("--configs", action="store_true",
+                         help="each shipped config's family, agent and budget (env and gradient steps)")
+    train.set_defaults(format_help=train.format_help)
     return parser
 
 
@@ -71,10 +87,27 @@ def _split_train_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(options: argparse.Namespace) -> int:
-    from metarl.config import build_dataclass, load_config, TrainConfig
+    from metarl import seeds
+    from metarl.config import load_config
     from metarl.train import train
 
+    if options.seeds:  # ``--seeds 0 1 2 key=value``: what follows the seeds is the usual arguments
+        seed_list = [item for item in options.seeds if item.lstrip("-").isdigit()]
+        options.args = [*options.args, *options.seeds[len(seed_list):]]
+        options.seeds = [int(item) for item in seed_list]
+        if not options.seeds:
+            raise MetaRLError("--seeds needs at least one integer seed, e.g. --seeds 0 1 2")
     config_path, overrides = _split_train_args(options.args)
+    if options.imports:
+        overrides.append("imports=" + json.dumps(options.imports))
+    if options.help:
+        from metarl.config_help import train_keys_help
+
+        print(options.format_help())
+        print(train_keys_help(config_path, overrides))
+        return 0
+    if options.seeds or (options.resume and seeds.is_group_dir(Path(options.resume))):
+        return _train_group(options, config_path, overrides)
     if options.resume:
         run_dir = Path(options.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -91,6 +124,34 @@ def cmd_train(options: argparse.Namespace) -> int:
     print(f"done. run directory: {run_dir}")
     print(f"evaluate it:  metarl evaluate {run_dir}")
     print(f"watch it:     tensorboard --logdir {run_dir}")
+    return 0
+
+
+def _train_group(options: argparse.Namespace, config_path: str | None, overrides: list[str]) -> int:
+    """``--seeds``: a new group; ``--resume GROUP_DIR``: its unfinished seeds."""
+    from metarl import seeds
+    from metarl.config import load_config
+
+    if options.resume:
+        if config_path is not None or options.seeds:
+            raise MetaRLError("--resume GROUP_DIR takes the group's own config and seeds; give only "
+                              "key=value overrides")
+        group_dir = Path(options.resume)
+        jobs = seeds.plan_resume(group_dir, overrides)
+    else:
+        group_dir, jobs = seeds.plan_group(load_config(config_path, overrides), options.seeds)
+    if options.workers is not None and options.workers < 1:
+        raise MetaRLError(f"--workers must be at least 1; got {options.workers}")
+    if not jobs:
+        print(f"nothing to do: every seed of {group_dir} has finished")
+        return 0
+    workers = options.workers or seeds.default_workers(len(jobs), jobs[0].config.torch_threads)
+    print(f"group directory: {group_dir}; seeds {[job.seed for job in jobs]}, {workers} at a time",
+          file=sys.stderr)
+    seeds.run_group(jobs, seeds.LocalProcesses(workers))
+    print(f"done. group directory: {group_dir}")
+    print(f"compare it:   metarl compare {group_dir}")
+    print(f"watch it:     tensorboard --logdir {group_dir}")
     return 0
 
 
@@ -178,7 +239,7 @@ def cmd_compare(options: argparse.Namespace) -> int:
     from metarl.evaluate import combine_seeds, compare_table
     from metarl.plots import adaptation_curve_figure, save_figure
 
-    results = [_cached_or_evaluate(Path(run_dir), options) for run_dir in options.run_dirs]
+    results = [_cached_or_evaluate(run_dir, options) for run_dir in _expand_groups(options.run_dirs)]
     envs = sorted({result["env"] for result in results})
     if options.pool_seeds:
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -205,7 +266,69 @@ def cmd_compare(options: argparse.Namespace) -> int:
     table = png.with_suffix(".json")
     table.write_text(json.dumps({label: result for label, result in labelled}, indent=1))
     print(f"wrote {png} and {table}")
+    _compare_over_seeds(results, Path(options.output))
     return 0
+
+
+def _expand_groups(paths: Sequence[str]) -> list[Path]:
+    """Run directories as given, group directories (``metarl train --seeds``) as their runs."""
+    run_dirs = []
+    for path in map(Path, paths):
+        members = sorted(p.parent for p in path.glob("*/config.yaml")) if path.is_dir() else []
+        if (path / "config.yaml").is_file() or not members:
+            run_dirs.append(path)  # a run, or an error that names the path when it is evaluated
+        else:
+            run_dirs.extend(members)
+    return run_dirs
+
+
+def _compare_over_seeds(results: list[dict], output: Path) -> None:
+    """Per agent (and env): IQM and mean over training seeds x tasks with stratified bootstrap
+    CIs, the probability of improvement between agents, and the figure of both."""
+    from itertools import combinations
+
+    import numpy as np
+
+    from metarl.evaluate import seed_score_matrices, seeds_table
+    from metarl.plots import save_figure, seeds_figure
+    from metarl.stats import over_seeds, performance_profile, probability_of_improvement_ci
+
+    members: dict[tuple[str, str], list[dict]] = {}
+    for result in results:
+        members.setdefault((result["env"], result["agent"]), []).append(result)
+    envs = {env for env, _ in members}
+    groups = {}
+    for (env, agent), runs in members.items():
+        label = agent if len(envs) == 1 else f"{agent} on {env}"
+        matrices = seed_score_matrices(runs)
+        groups[label] = {"env": env, "agent": agent, "unit": runs[0]["adaptation_unit"],
+                         "run_dirs": [r["run_dir"] for r in runs], "matrices": matrices,
+                         "stages": [over_seeds(m, seed=k) for k, m in enumerate(matrices)]}
+    for env in envs:  # one threshold grid per env, so its agents' profiles share an axis
+        last = [g["matrices"][-1] for g in groups.values() if g["env"] == env]
+        thresholds = np.linspace(min(m.min() for m in last), max(m.max() for m in last), 50)
+        for group in groups.values():
+            if group["env"] == env:
+                group["profile"] = {"thresholds": thresholds,
+                                    **performance_profile(group["matrices"][-1], thresholds)}
+    print("\nover training seeds (rliable: IQM and mean, stratified bootstrap 95% CI over seeds x tasks)")
+    print(seeds_table([(label, g["stages"]) for label, g in groups.items()]))
+    improvements = {}
+    for (x, gx), (y, gy) in combinations(groups.items(), 2):
+        if gx["env"] != gy["env"] or gx["matrices"][-1].shape[1] != gy["matrices"][-1].shape[1]:
+            continue
+        improvement = probability_of_improvement_ci(gx["matrices"][-1], gy["matrices"][-1])
+        improvements[f"P({x} > {y})"] = improvement
+        low, high = improvement["ci"]
+        print(f"P({x} > {y}) at the last stage: {improvement['probability']:.2f} [{low:.2f}, {high:.2f}]")
+    png = save_figure(seeds_figure(list(groups.items()), title="statistics over training seeds"),
+                      output.with_name(output.stem + "_seeds.png"))
+    data = {"groups": {label: {k: v for k, v in g.items() if k not in ("matrices", "profile")}
+                       for label, g in groups.items()},
+            "probability_of_improvement": improvements}
+    table = png.with_suffix(".json")
+    table.write_text(json.dumps(data, indent=1))
+    print(f"wrote {png} and {table}")
 
 
 def cmd_list(options: argparse.Namespace) -> int:
@@ -213,6 +336,12 @@ def cmd_list(options: argparse.Namespace) -> int:
     from metarl.registry import list_agents
     from metarl.tasks import list_families
 
+    if options.configs:
+        from metarl.config_help import shipped_configs_table
+
+        print("shipped configs (metarl train NAME); steps are training totals, upper bounds:")
+        print(shipped_configs_table())
+        return 0
     print("env families:")
     for family in list_families():
         print(f"  {family.name:<28} {family.description}  [{family.citation}]")
@@ -228,7 +357,7 @@ def cmd_list(options: argparse.Namespace) -> int:
     print("supervised few-shot learners (metarl.learners):")
     for learner in list_learners():
         print(f"  {learner.name:<28} {learner.description}")
-    print("shipped configs (metarl train NAME):")
+    print("shipped configs (metarl train NAME; budgets: metarl list --configs):")
     for path in sorted(Path(configs.__file__).parent.glob("*.yaml")):
         print(f"  {path.stem}")
     return 0
@@ -236,7 +365,14 @@ def cmd_list(options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        options = _parser().parse_args(argv)
+        parser = _parser()
+        options, unknown = parser.parse_known_args(argv)
+        # ``train CONFIG --import m key=value``: argparse ends a positional list at an option, so
+        # the arguments after it come back unknown; they are still the config and its overrides.
+        if unknown and options.command == "train" and not any(u.startswith("-") for u in unknown):
+            options.args = [*options.args, *unknown]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         handler = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
                    "list": cmd_list}[options.command]
         return handler(options)

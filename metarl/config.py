@@ -57,6 +57,9 @@ class TrainConfig:
     """Torch intra-op threads; 1 leaves the other core to the environments."""
     progress: bool = True
     """Show a progress bar when output is a terminal."""
+    imports: tuple[str, ...] = ()
+    """Modules imported before the run is built: a family or agent of your own (``metarl train
+    --import MODULE`` sets it); recorded, so evaluate and resume need no flag."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     env_options: dict = field(default_factory=dict)
     """Passed to the family's vector-env constructor (e.g. ``engine``)."""
@@ -211,9 +214,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         keys, value = parse_override(text)
         _set_nested(tree, keys, value)
     config = build_dataclass(TrainConfig, tree)
-    from metarl.registry import get_agent_spec
+    from metarl.registry import get_agent_spec, import_modules
     from metarl.tasks import get_family
 
+    import_modules(config.imports)
     get_family(config.env)  # raises on an unknown family, listing the accepted ones
     spec = get_agent_spec(config.agent)
     options = build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")

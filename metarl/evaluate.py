@@ -135,23 +135,40 @@ def _ci(summary: dict[str, float]) -> str:
     return f"[{summary['ci_low']:.2f}, {summary['ci_high']:.2f}]"
 
 
+def paired_difference(result: dict[str, Any], stage: int) -> dict[str, float]:
+    """Summary of ``return at stage - return at stage 0`` task by task (the same tasks and
+    evaluation seeds): a paired CI, which separates stages that the per-stage CIs, overlapping
+    because tasks differ much more from each other than a stage changes them, cannot."""
+    after = np.asarray(result["stages"][stage]["per_task_return"], dtype=np.float64)
+    before = np.asarray(result["stages"][0]["per_task_return"], dtype=np.float64)
+    return summarize(after - before, seed=stage)
+
+
 def format_table(result: dict[str, Any], *, title: str = "") -> str:
-    """Plain-text table of one evaluation: a row per adaptation stage."""
+    """Plain-text table of one evaluation: a row per adaptation stage, with each later stage's
+    paired difference to stage 0 over the same tasks."""
     has_success = result["stages"][0]["success_rate"] is not None
-    header = f"{'stage':>5} | {'mean return':>12} | {'IQM':>9} | {'95% CI of mean':>20}"
+    header = (f"{'stage':>5} | {'mean return':>12} | {'IQM':>9} | {'95% CI of mean':>20} | "
+              f"{'vs stage 0 [paired 95% CI]':>29}")
     if has_success:
         header += f" | {'success':>8}"
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for entry in result["stages"]:
         r = entry["return"]
-        row = f"{entry['stage']:>5} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | {_ci(r):>20}"
+        difference = ""
+        if entry["stage"] > 0:
+            d = paired_difference(result, entry["stage"])
+            difference = f"{d['mean']:+.2f} {_ci(d)}"
+        row = f"{entry['stage']:>5} | {r['mean']:>12.2f} | {r['iqm']:>9.2f} | {_ci(r):>20} | {difference:>29}"
         if has_success:
             row += f" | {entry['success_rate']['mean']:>8.2%}"
         lines.append(row)
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
     lines.append(f"(stage k: after k {plural_unit(result['adaptation_unit'])}; "
-                 f"{result['num_tasks']} held-out tasks{seeds})")
+                 f"{result['num_tasks']} held-out tasks{seeds}"
+                 + ("; success: the episode's info['success'] was set at any step" if has_success else "")
+                 + ")")
     return "\n".join(lines)
 
 
@@ -205,3 +222,37 @@ def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                    else np.zeros(0))
         combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
     return combined
+
+
+def per_task_scores(result: dict[str, Any], stage: int) -> np.ndarray:
+    """``[num_tasks]`` return of each held-out task at ``stage``, averaged over the evaluation
+    seeds an evaluation pooled (:func:`combine_seeds` lists them seed-major)."""
+    values = np.asarray(result["stages"][stage]["per_task_return"], dtype=np.float64)
+    return values.reshape(result.get("num_seeds", 1), result["num_tasks"]).mean(0)
+
+
+def seed_score_matrices(results: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+    """Per stage, ``[num_runs, num_tasks]``: a row per run (training seed) of one agent."""
+    shapes = {(len(r["stages"]), r["num_tasks"]) for r in results}
+    if len(shapes) != 1:
+        raise MetaRLError(
+            "runs of one agent must be evaluated alike to pool their seeds; got (stages, tasks) "
+            f"{sorted(shapes)} from {', '.join(str(r.get('run_dir')) for r in results)}")
+    num_stages = len(results[0]["stages"])
+    return [np.stack([per_task_scores(r, k) for r in results]) for k in range(num_stages)]
+
+
+def seeds_table(groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> str:
+    """Rows per group (an agent's runs) and stage: IQM and mean over seeds x tasks with
+    stratified bootstrap 95% CIs (``group["stats"]`` from :func:`metarl.stats.over_seeds`)."""
+    width = max(len(label) for label, _ in groups)
+    header = (f"{'agent':<{width}} | {'stage':>5} | {'runs':>4} | {'tasks':>5} | "
+              f"{'IQM [95% CI]':>27} | {'mean [95% CI]':>27}")
+    lines = [header, "-" * len(header)]
+    for label, stages in groups:
+        for k, s in enumerate(stages):
+            iqm = f"{s['iqm']:.2f} [{s['iqm_ci'][0]:.2f}, {s['iqm_ci'][1]:.2f}]"
+            mean = f"{s['mean']:.2f} [{s['mean_ci'][0]:.2f}, {s['mean_ci'][1]:.2f}]"
+            lines.append(f"{label if k == 0 else '':<{width}} | {k:>5} | {s['num_runs']:>4} | "
+                         f"{s['num_tasks']:>5} | {iqm:>27} | {mean:>27}")
+    return "\n".join(lines)

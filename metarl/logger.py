@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import yaml
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
 
 from metarl.tasks import MetaRLError
 
@@ -58,6 +59,9 @@ class Logger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         threading.excepthook = _quiet_event_writer_errors
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self._media_writer: FileWriter | None = None
+        """Event file of pre-encoded media (GIFs), which SummaryWriter's public API cannot
+        write without re-encoding through moviepy; opened at the first video."""
         self._metrics = (self.run_dir / "metrics.jsonl").open("a")
 
     def write_run_files(self, config: dict[str, Any]) -> None:
@@ -108,8 +112,9 @@ class Logger:
         gif = buffer.getvalue()
         T, H, W, C = frames.shape
         image = Summary.Image(height=H, width=W, colorspace=C, encoded_image_string=gif)
-        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
-                                                   global_step=step)
+        if self._media_writer is None:
+            self._media_writer = FileWriter(str(self.run_dir), filename_suffix=".media")
+        self._media_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), global_step=step)
         return gif
 
     def log_text(self, tag: str, text: str, *, step: int = 0) -> None:
@@ -117,11 +122,16 @@ class Logger:
 
     def flush(self) -> None:
         self.writer.flush()
+        if self._media_writer is not None:
+            self._media_writer.flush()
         self._metrics.flush()
 
     def close(self) -> None:
         failures = []
-        for close in (self.writer.close, self._metrics.close):
+        closers = [self.writer.close, self._metrics.close]
+        if self._media_writer is not None:
+            closers.append(self._media_writer.close)
+        for close in closers:
             try:
                 close()
             except OSError as error:  # what is still buffered cannot be written (a full disk)

@@ -1,4 +1,4 @@
-"""Networks: a Gaussian MLP policy, MAML's linear feature baseline, an MLP value function.
+"""Networks: a Gaussian MLP policy and MAML's linear feature baseline.
 
 The policy's layers broadcast over leading parameter dimensions, so the same module runs with
 ordinary parameters (``W [out, in]``, inputs ``[B, in]``) or with a batch of per-task parameters
@@ -136,21 +136,3 @@ class LinearFeatureBaseline:
         values = torch.einsum("tnef,nf->tne", features, weights)
         next_values = torch.einsum("tnef,nf->tne", next_features, weights)
         return values.to(returns.dtype), next_values.to(returns.dtype)
-
-
-class MLPValueFunction(nn.Module):
-    """``V(obs) = MLP(obs)``; returns ``[...]`` for observations ``[..., O]``."""
-
-    def __init__(
-        self,
-        observation_dim: int,
-        *,
-        hidden_sizes: Sequence[int] = (64, 64),
-        activation: str = "tanh",
-        generator: torch.Generator,
-    ):
-        super().__init__()
-        self.net = MLP(observation_dim, 1, hidden_sizes, activation=activation, generator=generator)
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.net(observations).squeeze(-1)

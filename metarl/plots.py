@@ -123,3 +123,46 @@ def save_figure(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def seeds_figure(groups: Sequence[tuple[str, dict[str, Any]]], *, title: str = "") -> Figure:
+    """Statistics over training seeds, a row per env: the IQM adaptation curve of each agent
+    with its stratified bootstrap 95% CI band (left), and the performance profile of the last
+    stage (right: fraction of seed x task returns above each threshold, with its CI band).
+
+    ``groups``: ``(label, {"env", "unit", "stages": [over_seeds summaries],
+    "profile": {"thresholds", "fraction", "low", "high"}})``.
+    """
+    envs = list(dict.fromkeys(group["env"] for _, group in groups))
+    figure = _new_figure(11.0, 4.0 * len(envs))
+    axes = np.atleast_2d(figure.subplots(len(envs), 2, squeeze=False))
+    for row, env in enumerate(envs):
+        curve_axes, profile_axes = axes[row]
+        members = [(label, group) for label, group in groups if group["env"] == env]
+        for label, group in members:
+            stages = np.arange(len(group["stages"]))
+            iqm = np.array([s["iqm"] for s in group["stages"]])
+            low = np.array([s["iqm_ci"][0] for s in group["stages"]])
+            high = np.array([s["iqm_ci"][1] for s in group["stages"]])
+            runs = group["stages"][0]["num_runs"]
+            (line,) = curve_axes.plot(stages, iqm, marker="o", label=f"{label} ({runs} seeds)")
+            curve_axes.fill_between(stages, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            profile = group["profile"]
+            profile_axes.plot(profile["thresholds"], profile["fraction"], color=line.get_color(), label=label)
+            profile_axes.fill_between(profile["thresholds"], profile["low"], profile["high"],
+                                      color=line.get_color(), alpha=0.2, linewidth=0)
+        units = sorted({group["unit"] for _, group in members})
+        curve_axes.set_xticks(range(max(len(group["stages"]) for _, group in members)))
+        curve_axes.set_xlabel("adaptation stage (" + "; ".join(plural_unit(u) for u in units) + ")")
+        curve_axes.set_ylabel("IQM held-out return (95% CI)")
+        curve_axes.set_title(f"{env}: adaptation over seeds x tasks", fontsize="medium")
+        profile_axes.set_xlabel("held-out return threshold τ (last stage)")
+        profile_axes.set_ylabel("fraction of runs x tasks with return > τ")
+        profile_axes.set_ylim(-0.02, 1.02)
+        profile_axes.set_title(f"{env}: performance profile", fontsize="medium")
+        for ax in (curve_axes, profile_axes):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    return figure

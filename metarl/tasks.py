@@ -94,12 +94,27 @@ def register_family(family: TaskFamily) -> TaskFamily:
     return family
 
 
+ENTRY_POINT_GROUP = "metarl.families"
+"""Installed packages register their families by naming a module in this entry-point group."""
+
+
+def _load_installed_families() -> None:
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()  # importing the module registers its families
+
+
 def get_family(name: str) -> TaskFamily:
     import metarl.envs  # noqa: F401  (registers the shipped families)
 
     if name not in _FAMILIES:
+        _load_installed_families()
+    if name not in _FAMILIES:
         raise MetaRLError(
-            f"unknown env family {name!r}; accepted: {', '.join(sorted(_FAMILIES))}"
+            f"unknown env family {name!r}; accepted: {', '.join(sorted(_FAMILIES))}; for a family "
+            f"of your own, import its module (metarl train --import MODULE, or imports: [MODULE] "
+            f"in the config) or install it under the {ENTRY_POINT_GROUP!r} entry-point group"
         )
     return _FAMILIES[name]
 

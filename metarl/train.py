@@ -29,7 +29,7 @@ from metarl.divergence import (Diverged, divergence_message, invalid_distributio
 from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
 from metarl.plots import per_task_figure
-from metarl.registry import get_agent_spec
+from metarl.registry import get_agent_spec, import_modules
 from metarl.rollout import Sampler
 from metarl.run_dir import claim_for_new_run, locked_run_dir
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
@@ -57,6 +57,7 @@ class Run:
 
 
 def build_run(config: TrainConfig) -> Run:
+    import_modules(config.imports)  # the user's own family or agent, in this process
     family = get_family(config.env)
     spec = get_agent_spec(config.agent)
     device = resolve_device(config.device)

@@ -71,20 +71,20 @@ class _FirstEnvRecorder:
 
 @dataclass(frozen=True)
 class VideoResult:
-    """``frames [T, H, W, 3]`` uint8, or None with ``notice`` saying why (None: not renderable)."""
+    """``frames [T, H, W, 3]`` uint8, or None with a one-line ``notice`` saying why."""
 
     frames: np.ndarray | None
     notice: str | None = None
 
 
-def _render_env(family: TaskFamily, task: Task, width: int, height: int) -> Any | None:
-    """The family's single env in ``rgb_array`` mode, or None when it has no renderer at all."""
+def _render_env(family: TaskFamily, task: Task, width: int, height: int) -> Any | str:
+    """The family's single env in ``rgb_array`` mode, or why it has no renderer at all."""
     if family.make_env is None:
-        return None
+        return "it has no single env (family.make_env is None)"
     try:
         return family.make_env(task=task, render_mode="rgb_array", width=width, height=height)
     except TypeError:  # a non-MuJoCo env (e.g. 2D navigation) takes no render options
-        return None
+        return "its env takes no render_mode, width and height"
 
 
 def record_adapted_rollout(
@@ -106,18 +106,22 @@ def record_adapted_rollout(
 
     Returns frames ``[F, H, W, 3]`` uint8 (the reset frame, then one every ``frame_stride``
     steps and the last: software GL takes ~0.1-0.2 s a frame on a busy CPU), or ``frames=None``
-    with a one-line ``notice`` when no offscreen renderer works (``notice=None`` when the
-    family simply has nothing to render, e.g. 2D navigation).
+    with a one-line ``notice`` saying why: the family has no renderer (e.g. 2D navigation), or
+    no offscreen renderer works.
     """
     if frame_stride < 1:
         raise MetaRLError(f"frame_stride must be at least 1; got {frame_stride}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     env = _render_env(family, task, width, height)
-    if env is None:
-        return VideoResult(None, None)
+    if isinstance(env, str):
+        return VideoResult(None, f"video skipped: {family.name} has no renderer ({env})")
     try:
         env.reset(seed=0)
         env.render()
+    except NotImplementedError:  # Gymnasium's Env.render: the env draws nothing
+        env.close()
+        return VideoResult(None, f"video skipped: {family.name} has no renderer "
+                                 f"({type(env).__name__}.render is not implemented)")
     except Exception as error:  # any GL failure: missing library, no device, no display
         env.close()
         message = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""

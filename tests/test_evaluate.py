@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metarl.evaluate import (combine_seeds, compare_table, evaluation_scalars, final_metrics,
-                             format_table, meta_evaluate)
+                             format_table, meta_evaluate, paired_difference)
 from metarl.rollout import Sampler
 from metarl.stats import bootstrap_ci, interquartile_mean, summarize
 from metarl.tasks import MetaRLError, TaskSampler, get_family
@@ -19,10 +19,12 @@ TOLERANCE = 0.01  # Navigation2D terminates when both coordinates are within thi
 
 # ------------------------------------------------------------------------------ naive references
 def naive_iqm(values):
-    """Replicate every value 4 times, so the middle half is a whole number of samples."""
-    x = np.sort(np.repeat(np.asarray(values, dtype=np.float64), 4))
-    n = x.size
-    return float(np.mean(x[n // 4: 3 * n // 4]))
+    """The 25% trimmed mean by hand: drop floor(n / 4) values at each end, average the rest."""
+    x = sorted(float(v) for v in np.ravel(values))
+    for _ in range(len(x) // 4):
+        x.pop(0)
+        x.pop()
+    return sum(x) / len(x)
 
 
 def naive_bootstrap(values, *, statistic, seed, num_resamples=2000, confidence=0.95):
@@ -45,6 +47,15 @@ def naive_bootstrap(values, *, statistic, seed, num_resamples=2000, confidence=0
 def test_iqm_matches_replication_reference(n):
     values = np.random.default_rng(n).normal(size=n) * 10
     assert interquartile_mean(values) == pytest.approx(naive_iqm(values), rel=1e-12, abs=1e-12)
+
+
+def test_iqm_is_rliables_and_scipys_trimmed_mean():
+    """The issue's example: the old boundary-weighted IQM gave 0.300 here."""
+    assert interquartile_mean([0, 0, 0, 1, 10]) == pytest.approx(1 / 3)
+    trim_mean = pytest.importorskip("scipy.stats").trim_mean
+    for n in range(1, 30):
+        values = np.random.default_rng(n).normal(size=n)
+        assert interquartile_mean(values) == pytest.approx(trim_mean(values, 0.25), rel=1e-12)
 
 
 def test_iqm_is_the_middle_half_mean_when_n_divides_by_4():
@@ -201,6 +212,24 @@ def test_success_rate_and_per_task_means():
         "hparams/success_rate_after_adaptation": 0.75})
     table = format_table(result, title="replay")
     assert "success" in table and "75.00%" in table and "after k episodes" in table
+
+
+def test_paired_difference_separates_stages_that_per_stage_cis_cannot():
+    """Tasks spread widely, every task improves by about 1: the per-stage CIs overlap, the
+    paired difference's CI excludes 0, and the table shows it beside stage 1."""
+    rng = np.random.default_rng(0)
+    before = rng.normal(scale=20.0, size=30)
+    after = before + 1.0 + rng.normal(scale=0.1, size=30)
+    stages = [trajectories(before.tolist()), trajectories(after.tolist())]
+    result = meta_evaluate(ReplayAgent(stages), CountingSampler(), [{"a": i} for i in range(30)],
+                           num_stages=1, episodes_per_stage=1, generator=torch.Generator())
+    first, last = result["stages"][0]["return"], result["stages"][1]["return"]
+    assert last["ci_low"] < first["ci_high"]  # unpaired: overlapping
+    difference = paired_difference(result, 1)
+    assert difference["mean"] == pytest.approx(np.mean(after - before))
+    assert 0.9 < difference["ci_low"] < difference["mean"] < difference["ci_high"] < 1.1
+    row = format_table(result).splitlines()[3]
+    assert row.startswith("    1 |") and f"+{difference['mean']:.2f} [{difference['ci_low']:.2f}" in row
 
 
 def test_protocol_violations_are_named():

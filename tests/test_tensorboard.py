@@ -6,6 +6,8 @@ import glob
 import io
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -38,13 +40,27 @@ AGENT_SCALARS = {
     "reptile": ["train/return_before_adaptation", "train/return_last_inner_step", "train/policy_std",
                 "train/outer_lr", "loss/adaptation_distance", "time/sample_seconds", "time/update_seconds"],
     "pearl": ["train/return_prior", "train/return_posterior", "train/num_tasks_seen", "train/q_mean",
-              "train/z_variance", "train/policy_entropy", "train/alpha", "train/gradient_steps_per_second",
-              "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds"],
+              "train/z_variance", "train/policy_entropy", "train/alpha",
+              "loss/critic", "loss/policy", "loss/kl", "time/sample_seconds", "time/update_seconds",
+              "time/gradient_steps_per_second"],
     "rl2": ["train/return_episode_0", "train/return_episode_1", "train/trial_return", "train/policy_std",
             "loss/policy", "loss/value", "loss/entropy", "loss/approx_kl", "loss/clip_fraction",
             "loss/gradient_norm", "time/sample_seconds", "time/update_seconds"],
 }
 IMAGES = ["eval/per_task_return"]
+
+
+def test_logger_uses_no_private_summary_writer_api():
+    import metarl.logger
+
+    assert "._get_file_writer" not in Path(metarl.logger.__file__).read_text()
+
+
+def test_timings_are_in_the_time_namespace():
+    """Wall-clock figures live under time/, so comparing two runs' metrics can drop them as one."""
+    for tag in COMMON_SCALARS + [tag for tags in AGENT_SCALARS.values() for tag in tags]:
+        if "second" in tag:
+            assert tag.startswith("time/"), tag
 HPARAM_METRICS = ["hparams/return_before_adaptation", "hparams/return_after_adaptation",
                   "hparams/return_iqm_after_adaptation", "hparams/adaptation_gain"]
 HPARAMS = ["env", "agent", "seed", "num_iterations", "evaluation.num_stages", "evaluation.episodes_per_stage",
@@ -165,11 +181,22 @@ def test_video_of_the_adapted_rollout_is_logged_when_rendering_works(tmp_path, m
     assert len(gifs) == 1 and gifs[0].read_bytes() == video.encoded_image_string
 
 
-def test_families_without_a_renderer_get_no_video_and_no_notice():
+def test_families_without_a_renderer_get_no_video_and_a_clear_notice(monkeypatch):
     family = get_family("Navigation2D")
     result = record_adapted_rollout(object(), family, {"goal": [0.1, 0.1]}, num_stages=0,
                                     episodes_per_stage=1, seed=0, generator=torch.Generator())
-    assert result.frames is None and result.notice is None
+    assert result.frames is None
+    assert result.notice == ("video skipped: Navigation2D has no renderer (its env takes no "
+                             "render_mode, width and height)")
+
+    class NoRender(FakeRenderEnv):  # a plain Gymnasium env: Env.render raises NotImplementedError
+        def render(self):
+            raise NotImplementedError
+
+    monkeypatch.setattr(metarl.video, "_render_env", lambda *a, **k: NoRender(fail=False))
+    result = record_adapted_rollout(object(), family, {"goal": [0.1, 0.1]}, num_stages=0,
+                                    episodes_per_stage=1, seed=0, generator=torch.Generator())
+    assert result.notice == "video skipped: Navigation2D has no renderer (NoRender.render is not implemented)"
 
 
 def test_real_offscreen_render_of_an_adapted_half_cheetah():
