@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
                             "recorded in the run's config")
     train.add_argument("--workers", type=int, default=None, metavar="N",
                        help="seeds trained at once (default: as many as the CPU cores allow)")
+    train.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|local",
+                       help="with --seeds: run the seeds as Ray tasks on this cluster ('local': a "
+                            "new local Ray on 127.0.0.1; default: env_options.ray_address if set, "
+                            "else local processes)")
 
     evaluate = commands.add_parser("evaluate", help="measure adaptation on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -108,6 +112,9 @@ def cmd_train(options: argparse.Namespace) -> int:
         return 0
     if options.seeds or (options.resume and seeds.is_group_dir(Path(options.resume))):
         return _train_group(options, config_path, overrides)
+    if options.ray_address is not None:
+        raise MetaRLError("--ray-address runs the seeds of --seeds on Ray; for one run's rollouts "
+                          "use env_options.engine=ray env_options.ray_address=...")
     if options.resume:
         run_dir = Path(options.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -145,10 +152,20 @@ def _train_group(options: argparse.Namespace, config_path: str | None, overrides
     if not jobs:
         print(f"nothing to do: every seed of {group_dir} has finished")
         return 0
-    workers = options.workers or seeds.default_workers(len(jobs), jobs[0].config.torch_threads)
-    print(f"group directory: {group_dir}; seeds {[job.seed for job in jobs]}, {workers} at a time",
-          file=sys.stderr)
-    seeds.run_group(jobs, seeds.LocalProcesses(workers))
+    address = options.ray_address or jobs[0].config.env_options.get("ray_address")
+    if address is not None:
+        if options.workers is not None:
+            raise MetaRLError("--workers sets local processes; on Ray the cluster's free CPUs decide")
+        launcher = seeds.RayTasks(None if address == "local" else address,
+                                  cpus_per_seed=max(1, jobs[0].config.torch_threads))
+        print(f"group directory: {group_dir}; seeds {[job.seed for job in jobs]} as Ray tasks",
+              file=sys.stderr)
+    else:
+        workers = options.workers or seeds.default_workers(len(jobs), jobs[0].config.torch_threads)
+        launcher = seeds.LocalProcesses(workers)
+        print(f"group directory: {group_dir}; seeds {[job.seed for job in jobs]}, {workers} at a time",
+              file=sys.stderr)
+    seeds.run_group(jobs, launcher)
     print(f"done. group directory: {group_dir}")
     print(f"compare it:   metarl compare {group_dir}")
     print(f"watch it:     tensorboard --logdir {group_dir}")

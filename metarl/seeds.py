@@ -9,9 +9,9 @@ metrics are equal; ``tests/test_seeds.py``).  The group directory also holds
 checkpoint resumes from it exactly, a seed that never reached one starts again.
 
 Where the seeds run is a :class:`Launcher`: :class:`LocalProcesses` (a process pool on this
-machine) today; a cluster launcher only has to run :func:`run_seed` on each :class:`SeedJob`.
-Progress is read from each run's ``metrics.jsonl``, which every launcher that shares the file
-system provides for free.
+machine) or :class:`RayTasks` (one Ray task per seed, anywhere in a Ray cluster; the group
+directory must then be on a file system every node sees).  Progress is read from each run's
+``metrics.jsonl``, which every launcher that shares the file system provides for free.
 """
 
 from __future__ import annotations
@@ -79,6 +79,33 @@ class LocalProcesses:
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
+
+
+class RayTasks:
+    """Seeds as Ray tasks (``metarl train CONFIG --seeds ... --ray-address auto``): each runs
+    :func:`run_seed` in a Ray worker process on whichever node has ``cpus_per_seed`` CPUs free,
+    as many at once as the cluster holds.  ``address``: as ``env_options.ray_address`` (``None``
+    starts a local Ray on 127.0.0.1)."""
+
+    def __init__(self, address: str | None, *, cpus_per_seed: float = 1.0):
+        from metarl.envs import ray_workers
+
+        ray_workers.connect(address)
+        self._ray = ray_workers.ray
+        self._run = self._ray.remote(num_cpus=cpus_per_seed, max_retries=0)(run_seed)
+        self._refs: list = []
+
+    def submit(self, job: SeedJob) -> Future:
+        ref = self._run.remote(job)
+        self._refs.append(ref)
+        return ref.future()
+
+    def close(self) -> None:
+        for ref in self._refs:
+            try:
+                self._ray.cancel(ref)
+            except Exception:  # finished already
+                pass
 
 
 def default_workers(num_seeds: int, torch_threads: int) -> int:

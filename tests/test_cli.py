@@ -18,6 +18,8 @@ from metarl.cli import main
     (["train", "seed=1", "a.b=c"], "unknown config key 'a'"),
     (["evaluate", "/nonexistent/run"], "run directory '/nonexistent/run' does not exist"),
     (["frobnicate"], "invalid choice"),
+    (["train", "--ray-address", "auto"], "--ray-address runs the seeds of --seeds on Ray"),
+    (["train", "env_options.engine=warp", "progress=false"], "unknown engine 'warp' for Navigation2D"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

@@ -102,6 +102,18 @@ def test_rl2_and_pearl_run_on_ray_workers_unchanged(cluster, tmp_path, agent):
     assert runs[0] == runs[1]
 
 
+def test_seeds_run_as_ray_tasks_across_the_nodes_and_equal_single_runs(cluster, tmp_path):
+    from metarl import seeds
+
+    config = load_config(None, [*TINY, "num_iterations=2", f"run_dir={tmp_path / 'group'}"])
+    group_dir, jobs = seeds.plan_group(config, [0, 1])
+    run_dirs = seeds.run_group(jobs, seeds.RayTasks(None), poll_seconds=0.2)
+    for seed, run_dir in zip((0, 1), run_dirs):
+        single = load_config(None, [*TINY, "num_iterations=2", f"seed={seed}",
+                                    f"run_dir={tmp_path / f'single{seed}'}"])
+        assert _strip(read_metrics(run_dir)) == _strip(read_metrics(train(single, quiet=True)))
+
+
 def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, local_metrics,
                                                             monkeypatch, capfd):
     killed = {}
