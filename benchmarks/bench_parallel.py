@@ -37,28 +37,12 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_envs import make_policy  # noqa: E402  (the same 64-64 MLP policy as the engine benchmark)
 from metarl.envs import metaworld as metaworld_envs  # noqa: E402
 from metarl.envs.parallel import build_vector_env  # noqa: E402
 from metarl.tasks import TaskSampler, get_family  # noqa: E402
 
 RESULTS: list[tuple[str, str, int, float]] = []
-
-
-def make_policy(observation_dim: int, action_dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A 64-64 tanh MLP with Gaussian noise: ``[B, observation_dim] -> [B, action_dim]``."""
-    torch.manual_seed(0)
-    network = torch.nn.Sequential(
-        torch.nn.Linear(observation_dim, 64), torch.nn.Tanh(),
-        torch.nn.Linear(64, 64), torch.nn.Tanh(),
-        torch.nn.Linear(64, action_dim),
-    )
-
-    @torch.no_grad()
-    def act(observations: np.ndarray) -> np.ndarray:
-        mean = network(torch.as_tensor(observations, dtype=torch.float32))
-        return torch.clamp(mean + 0.3 * torch.randn_like(mean), -1.0, 1.0).numpy()
-
-    return act
 
 
 class Stepper:
