@@ -10,6 +10,7 @@ There are no per-agent branches here: what differs lives in the agent's own file
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
 from metarl.plots import per_task_figure
 from metarl.registry import get_agent_spec
-from metarl.rollout import Sampler
+from metarl.rollout import Sampler, torch_threads
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -58,7 +59,8 @@ def build_run(config: TrainConfig) -> Run:
     spec = get_agent_spec(config.agent)
     device = resolve_device(config.device)
     task_sampler = TaskSampler(family, config.seed)
-    sampler = Sampler(family, seed=config.seed, env_options=config.env_options)
+    sampler = Sampler(family, seed=config.seed, env_options=config.env_options,
+                      unit_actions=config.unit_actions)
     probe = sampler.env(1)
     generator = torch.Generator().manual_seed(config.seed)
     agent = spec.build(
@@ -81,7 +83,8 @@ def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | N
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
     if eval_seed not in run.eval_samplers:
         run.eval_samplers[eval_seed] = Sampler(
-            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options
+            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options,
+            unit_actions=run.config.unit_actions,
         )
     sampler = run.eval_samplers[eval_seed]
     sampler.restart()
@@ -105,7 +108,7 @@ def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, it
         run.agent, run.family, result["tasks"][0], num_stages=ev.num_stages,
         episodes_per_stage=ev.episodes_per_stage, seed=run.config.seed + EVAL_SEED_OFFSET,
         generator=torch.Generator().manual_seed(EVAL_SEED_OFFSET + iteration),
-        env_options=run.config.env_options,
+        env_options=run.config.env_options, unit_actions=run.config.unit_actions,
     )
     if recording.frames is not None:
         gif = logger.log_video("eval/adapted_rollout", recording.frames, step=step)
@@ -133,10 +136,22 @@ def _truncate_metrics(run_dir: Path, iteration: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def update_threads(config: TrainConfig) -> int:
+    """Torch threads for the updates: ``config.torch_threads``, or every usable core when 0."""
+    if config.torch_threads > 0:
+        return config.torch_threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool = False) -> Path:
     """Meta-train ``config``; returns the run directory.  ``resume_from``: a run directory whose
-    latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``)."""
-    torch.set_num_threads(config.torch_threads)
+    latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``).
+    The caller's torch thread count is restored at the end."""
+    with torch_threads(update_threads(config)):
+        return _train(config, resume_from=resume_from, quiet=quiet)
+
+
+def _train(config: TrainConfig, *, resume_from: Path | None, quiet: bool) -> Path:
     run = build_run(config)
     run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
     start_iteration = 0
@@ -223,6 +238,8 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
     if not config_path.is_file():
         raise MetaRLError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
     values = yaml.safe_load(config_path.read_text())
+    # Runs written before policies acted in [-1, 1] acted in the env's units.
+    values.setdefault("unit_actions", False)
     if device is not None:
         values["device"] = device
     config = build_dataclass(TrainConfig, values)

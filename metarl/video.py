@@ -96,6 +96,7 @@ def record_adapted_rollout(
     seed: int,
     generator: torch.Generator,
     env_options: dict[str, Any] | None = None,
+    unit_actions: bool = True,
     width: int = 160,
     height: int = 120,
     frame_stride: int = 2,
@@ -134,7 +135,7 @@ def record_adapted_rollout(
         return _FirstEnvRecorder(env, episodes)
 
     sampler = Sampler(dataclasses.replace(family, make_vector_env=recording_env), seed=seed,
-                      env_options=env_options)
+                      env_options=env_options, unit_actions=unit_actions)
     try:
         for _ in agent.adapt([task], sampler, num_stages=num_stages,
                              episodes_per_stage=episodes_per_stage, generator=generator):
