@@ -112,15 +112,16 @@ class RandomAgent:
 @dataclass(frozen=True)
 class PooledTRPOConfig:
     """TRPO on batches pooled over training tasks.  Defaults match MAML-TRPO's 2D-navigation
-    setting: the same policy network, and the same env steps per iteration as MAML with one
+    setting: the same policy network (the reference's ReLU 100-100, initial std 1.0 in the
+    policy's ``[-1, 1]`` action space), and the same env steps per iteration as MAML with one
     inner step (20 tasks x (20 + 20) episodes)."""
 
     meta_batch_size: int = 20
     """Training tasks per iteration."""
     episodes_per_task: int = 40
     """Episodes per task and iteration (MAML's inner plus outer batch: 20 + 20)."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
     init_std: float = 1.0
     discount: float = 0.99
     gae_lambda: float = 1.0

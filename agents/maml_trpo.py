@@ -44,17 +44,20 @@ class MAMLTRPOConfig:
     """Episodes per task for each inner step and for the post-adaptation batch ("fast batch")."""
     num_inner_steps: int = 1
     """Policy-gradient steps in the inner loop."""
-    inner_lr: float = 0.1
-    """Step size of the inner policy-gradient update."""
+    inner_lr: float = 0.5
+    """Step size of the inner policy-gradient update in meta-training (the reference's 0.5 for
+    2D navigation, taken in the policy's ``[-1, 1]`` action space)."""
+    eval_inner_lrs: tuple[float, ...] = (0.5, 0.25)
+    """Step size of each meta-test gradient step, first to last; the last one repeats for
+    further steps; empty: ``inner_lr`` for every step.  The default is the reference's
+    2D-navigation test (``cbfinn/maml_rl`` ``test_maml_point.py``): 0.5, then 0.25."""
     first_order: bool = False
     """Drop the second-order terms of the meta-gradient (no ``create_graph``)."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    init_std: float = 0.3
-    """Initial policy standard deviation.  The paper starts at 1.0; on 2D navigation, whose
-    actions are clipped to ±0.1, the post-adaptation return is then limited by the noise until
-    the KL-bounded outer steps have shrunk the std, so 0.3 reaches the paper's one-step return
-    in a third of the iterations (measured: -12.1 vs -16.0 after 40 iterations)."""
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    init_std: float = 1.0
+    """Initial policy standard deviation, in the policy's ``[-1, 1]`` action space (the
+    reference's 1.0: 0.1 in the units of 2D navigation, whose box is ``[-0.1, 0.1]^2``)."""
     discount: float = 0.99
     gae_lambda: float = 1.0
     max_kl: float = 0.01
@@ -106,6 +109,11 @@ class MAMLTRPO:
 
     def __init__(self, config: MAMLTRPOConfig, *, observation_dim: int, action_dim: int,
                  device: torch.device, generator: torch.Generator):
+        if any(lr <= 0 for lr in config.eval_inner_lrs):
+            raise MetaRLError(
+                f"agent_options.eval_inner_lrs: {list(config.eval_inner_lrs)}; accepted: positive "
+                "step sizes, or [] for inner_lr at every meta-test step"
+            )
         if config.fisher not in FISHER_PRODUCTS:
             raise MetaRLError(
                 f"agent_options.fisher: {config.fisher!r}; accepted: {', '.join(FISHER_PRODUCTS)}"
@@ -145,14 +153,17 @@ class MAMLTRPO:
         log_probs = distribution.log_prob(actions).sum(-1).view(N, T, E).permute(1, 0, 2)
         return log_probs, distribution
 
-    def _inner_step(self, params: Params, batch: _Batch, *, create_graph: bool) -> Params:
-        """One policy-gradient step per task: ``θ_i' = θ_i - α ∇ L_i(θ_i)`` (MAML eq. 1)."""
+    def _inner_step(self, params: Params, batch: _Batch, *, create_graph: bool,
+                    lr: float | None = None) -> Params:
+        """One policy-gradient step per task: ``θ_i' = θ_i - α ∇ L_i(θ_i)`` (MAML eq. 1);
+        ``α`` is ``lr``, or the training step size ``inner_lr``."""
         log_probs, _ = self._log_probs(params, batch)
         per_task = -(log_probs * batch.advantages * batch.mask).sum((0, 2)) / batch.mask.sum((0, 2))
         # Each task's loss depends only on its own slice, so the gradient of the sum w.r.t. the
         # [N, ...] parameters is the stack of per-task gradients.
         grads = torch.autograd.grad(per_task.sum(), list(params.values()), create_graph=create_graph)
-        return {name: value - self.config.inner_lr * grad
+        lr = self.config.inner_lr if lr is None else lr
+        return {name: value - lr * grad
                 for (name, value), grad in zip(params.items(), grads)}
 
     def _per_task(self, num_tasks: int) -> Params:
@@ -311,9 +322,16 @@ class MAMLTRPO:
             )
             yield trajectories
             if stage < num_stages:
-                params = self._detach(
-                    self._inner_step(params, self._batch(trajectories, N), create_graph=False)
-                )
+                params = self._detach(self._inner_step(
+                    params, self._batch(trajectories, N), create_graph=False, lr=self.eval_lr(stage)
+                ))
+
+    def eval_lr(self, step: int) -> float:
+        """Step size of meta-test gradient step ``step`` (0-based)."""
+        lrs = self.config.eval_inner_lrs
+        if not lrs:
+            return self.config.inner_lr
+        return lrs[min(step, len(lrs) - 1)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "generator": self.generator.get_state()}

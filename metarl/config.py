@@ -47,14 +47,20 @@ class TrainConfig:
     """Seeds the task split, task draws, network initialisation and action noise."""
     device: str = "auto"
     """Where updates run: ``auto`` (cuda if available), ``cpu`` or ``cuda``. Rollouts run on CPU."""
-    num_iterations: int = 60
+    num_iterations: int = 100
     """Meta-training iterations (one meta-batch of tasks each)."""
     checkpoint_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end)."""
     run_dir: str = ""
     """Where logs and checkpoints go; empty: ``runs/<env>-<agent>-seed<seed>-<time>``."""
-    torch_threads: int = 1
-    """Torch intra-op threads; 1 leaves the other core to the environments."""
+    torch_threads: int = 0
+    """Torch intra-op threads of the agents' updates; 0: every core this process may use.
+    Rollouts always run on one (the other cores step the environments); results are
+    reproducible for the same value on the same machine."""
+    unit_actions: bool = True
+    """Policies act in ``[-1, 1]``: a family whose action box is not ``±1`` (2D navigation, the
+    point robots, Humanoid) rescales their actions onto its box and clips, as the papers'
+    reference code does (``metarl.action_scaling``).  false: policies act in the env's units."""
     progress: bool = True
     """Show a progress bar when output is a terminal."""
     imports: tuple[str, ...] = ()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
+from metarl.action_scaling import with_unit_actions
 from metarl.envs.parallel import build_vector_env
 from metarl.tasks import Task, TaskFamily, repeat_tasks
 from metarl.trajectories import Trajectories
@@ -88,18 +90,35 @@ def collect(env: VectorTaskEnv, actor: Actor, *, reset_seed: int | None = None) 
     )
 
 
+@contextmanager
+def torch_threads(num_threads: int) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch intra-op threads, then restore the caller's."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class Sampler:
     """Owns the vector envs of one family and counts the environment steps taken.
 
     ``sample(tasks, actor, episodes_per_task)`` lays the tasks out task-major over
     ``len(tasks) * episodes_per_task`` sub-envs (an env of that size is built once and reused),
-    and collects one episode in each.
+    and collects one episode in each.  With ``unit_actions`` (the default) policies act in
+    ``[-1, 1]`` and a family's env whose action box is not ``±1`` rescales onto it
+    (:mod:`metarl.action_scaling`).  Collection runs on one torch thread: the policy's forward
+    passes are small, and the other cores are the environments' (the caller's thread count,
+    used by the agents' updates, is restored afterwards).
     """
 
-    def __init__(self, family: TaskFamily, *, seed: int, env_options: dict[str, Any] | None = None):
+    def __init__(self, family: TaskFamily, *, seed: int, env_options: dict[str, Any] | None = None,
+                 unit_actions: bool = True):
         self.family = family
         self.seed = seed
         self.env_options = dict(env_options or {})
+        self.unit_actions = unit_actions
         self.env_steps = 0
         self.sample_seconds = 0.0
         self.num_resets = 0
@@ -107,9 +126,8 @@ class Sampler:
 
     def env(self, num_envs: int) -> VectorTaskEnv:
         if num_envs not in self._envs:
-            self._envs[num_envs] = build_vector_env(
-                self.family, num_envs, seed=self.seed, **self.env_options
-            )
+            env = build_vector_env(self.family, num_envs, seed=self.seed, **self.env_options)
+            self._envs[num_envs] = with_unit_actions(env) if self.unit_actions else env
         return self._envs[num_envs]
 
     def sample(self, tasks: Sequence[Task], actor: Actor, *, episodes_per_task: int) -> Trajectories:
@@ -119,7 +137,8 @@ class Sampler:
         # Reset seeds are derived from a counter so a resumed run replays the same resets.
         reset_seed = self.seed * 1_000_003 + self.num_resets * 7_919
         self.num_resets += 1
-        trajectories = collect(env, actor, reset_seed=reset_seed)
+        with torch_threads(1):
+            trajectories = collect(env, actor, reset_seed=reset_seed)
         self.env_steps += int(trajectories.mask.sum().item())
         self.sample_seconds += time.perf_counter() - start
         return trajectories

@@ -10,6 +10,7 @@ There are no per-agent branches here: what differs lives in the agent's own file
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
 from metarl.plots import per_task_figure
 from metarl.registry import get_agent_spec, import_modules
-from metarl.rollout import Sampler
+from metarl.rollout import Sampler, torch_threads
 from metarl.run_dir import claim_for_new_run, locked_run_dir
 from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
 
@@ -62,7 +63,8 @@ def build_run(config: TrainConfig) -> Run:
     spec = get_agent_spec(config.agent)
     device = resolve_device(config.device)
     task_sampler = TaskSampler(family, config.seed)
-    sampler = Sampler(family, seed=config.seed, env_options=config.env_options)
+    sampler = Sampler(family, seed=config.seed, env_options=config.env_options,
+                      unit_actions=config.unit_actions)
     probe = sampler.env(1)
     generator = torch.Generator().manual_seed(config.seed)
     agent = spec.build(
@@ -85,7 +87,8 @@ def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | N
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
     if eval_seed not in run.eval_samplers:
         run.eval_samplers[eval_seed] = Sampler(
-            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options
+            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options,
+            unit_actions=run.config.unit_actions,
         )
     sampler = run.eval_samplers[eval_seed]
     sampler.restart()
@@ -109,7 +112,7 @@ def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, it
         run.agent, run.family, result["tasks"][0], num_stages=ev.num_stages,
         episodes_per_stage=ev.episodes_per_stage, seed=run.config.seed + EVAL_SEED_OFFSET,
         generator=torch.Generator().manual_seed(EVAL_SEED_OFFSET + iteration),
-        env_options=run.config.env_options,
+        env_options=run.config.env_options, unit_actions=run.config.unit_actions,
     )
     if recording.frames is not None:
         gif = logger.log_video("eval/adapted_rollout", recording.frames, step=step)
@@ -143,21 +146,28 @@ def _truncate_metrics(run_dir: Path, iteration: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def update_threads(config: TrainConfig) -> int:
+    """Torch threads for the updates: ``config.torch_threads``, or every usable core when 0."""
+    if config.torch_threads > 0:
+        return config.torch_threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool = False,
           overwrite: bool = False) -> Path:
     """Meta-train ``config``; returns the run directory.  ``resume_from``: a run directory whose
     latest checkpoint is loaded (its config must match ``config`` except ``num_iterations``).
     A new run needs a directory of its own (``overwrite``: delete the run already there); the
-    directory stays locked against other writers while this runs."""
+    directory stays locked against other writers while this runs.  The caller's torch thread
+    count is restored at the end."""
     run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
-    with locked_run_dir(run_dir):
+    with locked_run_dir(run_dir), torch_threads(update_threads(config)):
         if resume_from is None:
             claim_for_new_run(run_dir, overwrite=overwrite)
         return _train_locked(config, run_dir, resuming=resume_from is not None, quiet=quiet)
 
 
 def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: bool) -> Path:
-    torch.set_num_threads(config.torch_threads)
     run = build_run(config)
     start_iteration = 0
     purge_step = None
@@ -264,6 +274,8 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
     if not config_path.is_file():
         raise MetaRLError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
     values = yaml.safe_load(config_path.read_text())
+    # Runs written before policies acted in [-1, 1] acted in the env's units.
+    values.setdefault("unit_actions", False)
     if device is not None:
         values["device"] = device
     config = build_dataclass(TrainConfig, values)

@@ -97,6 +97,7 @@ def record_adapted_rollout(
     seed: int,
     generator: torch.Generator,
     env_options: dict[str, Any] | None = None,
+    unit_actions: bool = True,
     width: int = 160,
     height: int = 120,
     frame_stride: int = 2,
@@ -139,7 +140,7 @@ def record_adapted_rollout(
     local_options = {k: v for k, v in (env_options or {}).items() if k not in ENGINE_OPTIONS}
     local_options["engine"] = "threads" if family.engines else "serial"
     sampler = Sampler(dataclasses.replace(family, make_vector_env=recording_env), seed=seed,
-                      env_options=local_options)
+                      env_options=local_options, unit_actions=unit_actions)
     try:
         for _ in agent.adapt([task], sampler, num_stages=num_stages,
                              episodes_per_stage=episodes_per_stage, generator=generator):

@@ -117,7 +117,8 @@ class StraightToGoal:
     def act(self, observations):
         offset = self.goals - observations
         length = offset.norm(dim=1, keepdim=True)
-        return offset * torch.clamp(STEP / length.clamp_min(1e-12), max=1.0)
+        # A step of length STEP in env units; the policy acts in [-1, 1], the env's box is ±STEP.
+        return offset * torch.clamp(STEP / length.clamp_min(1e-12), max=1.0) / STEP
 
 
 class ScriptedAgent:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig, _Batch
+from metarl.tasks import MetaRLError
 
 
 def tiny_agent(**overrides) -> MAMLTRPO:
@@ -135,3 +136,33 @@ def test_conjugate_gradient_solves_spd_system():
     x = conjugate_gradient(lambda v: a @ v, b, num_iterations=20)
     torch.testing.assert_close(a @ x, b)
     assert torch.equal(conjugate_gradient(lambda v: a @ v, torch.zeros(6, dtype=torch.float64)), torch.zeros(6, dtype=torch.float64))
+
+
+def test_meta_test_step_sizes_follow_the_schedule_and_the_last_repeats():
+    agent = tiny_agent(eval_inner_lrs=(0.5, 0.25))
+    assert [agent.eval_lr(k) for k in range(4)] == [0.5, 0.25, 0.25, 0.25]
+    assert tiny_agent(eval_inner_lrs=(), inner_lr=0.3).eval_lr(2) == 0.3
+    with pytest.raises(MetaRLError, match="eval_inner_lrs"):
+        tiny_agent(eval_inner_lrs=(0.5, 0.0))
+
+
+def test_adapt_takes_each_meta_test_step_with_its_own_size():
+    from metarl.rollout import Sampler
+    from metarl.tasks import get_family
+
+    family = get_family("Navigation2D")
+    tasks = [{"goal": [0.3, -0.2]}, {"goal": [-0.4, 0.1]}]
+
+    def stages(lrs):
+        agent = tiny_agent(eval_inner_lrs=lrs, num_inner_steps=1)
+        agent.policy.float()
+        sampler = Sampler(family, seed=0)
+        result = [t.actions for t in agent.adapt(tasks, sampler, num_stages=2, episodes_per_stage=3,
+                                                 generator=torch.Generator().manual_seed(1))]
+        sampler.close()
+        return result
+
+    schedule, constant = stages((0.5, 0.25)), stages((0.5,))
+    torch.testing.assert_close(schedule[0], constant[0])
+    torch.testing.assert_close(schedule[1], constant[1])  # the first step: 0.5 in both
+    assert not torch.allclose(schedule[2], constant[2])  # the second step: 0.25 against 0.5

@@ -180,7 +180,8 @@ def test_policy_input_holds_previous_action_reward_and_done_flag():
     observation = torch.tensor([[3.0, 0.0]])
     actor.observe_step(torch.tensor([[1.0, -4.0]]), torch.tensor([0.5]), torch.tensor([True]),
                        torch.tensor([False]))
-    assert torch.equal(actor.inputs(observation), torch.tensor([[3.0, 0.0, 0.5, -1.0, 0.5, 1.0]]))
+    # The sampler's env acts in [-1, 1] (the family's [-2, 2] is rescaled): 1.0 stays, -4.0 clips.
+    assert torch.equal(actor.inputs(observation), torch.tensor([[3.0, 0.0, 1.0, -1.0, 0.5, 1.0]]))
     base = actor.inputs(observation)
     state = agent.network.initial_state(1)
     mean = agent.network.step(base, state)[0].mean
