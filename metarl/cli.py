@@ -123,7 +123,7 @@ def cmd_train(options: argparse.Namespace) -> int:
             raise MetaRLError("--resume takes the run's own config.yaml; give only key=value overrides")
         if options.overwrite:
             raise MetaRLError("--overwrite starts a new run; it does not go with --resume")
-        config = load_config(run_dir / "config.yaml", overrides)
+        config = load_config(run_dir / "config.yaml", overrides, run_config=True)
         run_dir = train(config, resume_from=run_dir)
     else:
         config = load_config(config_path, overrides)

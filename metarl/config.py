@@ -213,9 +213,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults ← YAML file (if any) ← ``key=value`` overrides, validated at every level."""
+LEGACY_DEFAULTS: dict[str, Any] = {"unit_actions": False}
+"""Values of keys that a run's ``config.yaml`` lacks because an older metarl wrote it, chosen to
+reproduce that run: before ``unit_actions`` existed, policies acted in the env's own units.
+Any other missing key takes its default."""
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                run_config: bool = False) -> TrainConfig:
+    """Defaults ← YAML file (if any) ← ``key=value`` overrides, validated at every level.
+    ``run_config``: ``path`` is a run directory's ``config.yaml`` (:data:`LEGACY_DEFAULTS` apply)."""
     tree: dict[str, Any] = read_yaml(path) if path is not None else {}
+    if run_config:
+        tree = {**LEGACY_DEFAULTS, **tree}
     for text in overrides:
         keys, value = parse_override(text)
         _set_nested(tree, keys, value)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
-from metarl.config import TrainConfig, agent_config, build_dataclass, to_dict
+from metarl.config import LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict
 from metarl.device import resolve_device
 from metarl.divergence import (Diverged, divergence_message, invalid_distribution_is_divergence,
                                non_finite_stat, non_finite_tensor)
@@ -273,9 +273,7 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise MetaRLError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
-    values = yaml.safe_load(config_path.read_text())
-    # Runs written before policies acted in [-1, 1] acted in the env's units.
-    values.setdefault("unit_actions", False)
+    values = {**LEGACY_DEFAULTS, **yaml.safe_load(config_path.read_text())}
     if device is not None:
         values["device"] = device
     config = build_dataclass(TrainConfig, values)

@@ -8,6 +8,7 @@ import pytest
 
 from metarl.cli import main
 from metarl.config import EvaluationConfig, TrainConfig, load_config
+from metarl.agents.maml_trpo import MAMLTRPOConfig
 from metarl.config_help import field_docs, first_sentence
 from metarl.registry import get_agent_spec, list_agents
 from metarl.tasks import get_family
@@ -48,14 +49,15 @@ def test_train_help_lists_every_key_with_type_default_and_doc(capsys):
         doc = field_docs(cls).get(key.split(".")[-1])
         if doc:
             assert first_sentence(doc) in lines[key], (key, lines[key])
-    assert lines["num_iterations"].split()[1:3] == ["int", "60"]
-    assert lines["agent_options.inner_lr"].split()[1:3] == ["float", "0.1"]
+    assert lines["num_iterations"].split()[1:3] == ["int", str(TrainConfig().num_iterations)]
+    assert lines["agent_options.inner_lr"].split()[1:3] == ["float", str(MAMLTRPOConfig().inner_lr)]
 
 
 def test_train_help_with_a_config_shows_its_agent_and_values(capsys):
     assert main(["train", "rl2_navigation", "seed=4", "--help"]) == 0
     lines = _key_lines(capsys.readouterr().out)
-    assert lines["num_iterations"].split()[1:3] == ["int", "40"] and "(default: 60)" in lines["num_iterations"]
+    assert lines["num_iterations"].split()[1:3] == ["int", "40"]
+    assert f"(default: {TrainConfig().num_iterations})" in lines["num_iterations"]
     assert lines["seed"].split()[1:3] == ["int", "4"]
     assert "agent_options.trials_per_task" in lines and "agent_options.inner_lr" not in lines
     assert lines["agent_options.head_sizes"].split()[1:3] == ["tuple[int,", "...]"]
@@ -70,8 +72,8 @@ def test_list_configs_shows_family_agent_and_budget(capsys):
     assert main(["list", "--configs"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.split()[:1] == ["maml_trpo_navigation"])
-    # 60 iterations x 20 tasks x 20 episodes x (1 inner + 1 outer batch) x horizon 100
-    assert row.split()[1:6] == ["Navigation2D", "maml_trpo", "60", "4.8M", "60"]
+    # 100 iterations x 20 tasks x 20 episodes x (1 inner + 1 outer batch) x horizon 100
+    assert row.split()[1:6] == ["Navigation2D", "maml_trpo", "100", "8M", "100"]
     assert "not measured" not in row
 
 

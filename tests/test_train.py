@@ -67,3 +67,26 @@ def test_evaluation_is_deterministic_and_independent_of_training_streams(tmp_pat
     b = evaluate_run(second, iteration=iteration)
     assert a == b
     assert len(a["stages"]) == 2 and a["num_tasks"] == 4
+
+
+def test_a_run_from_before_unit_actions_resumes_in_env_units(tmp_path):
+    """A run whose config.yaml and checkpoints predate ``unit_actions`` (policies acted in the
+    env's units then) resumes as it ran, not with the new default."""
+    import torch
+    import yaml
+
+    from metarl.cli import main
+
+    full = read_metrics(run(tmp_path, "full", ["unit_actions=false"]))
+    old = run(tmp_path, "old", ["unit_actions=false", "num_iterations=2"])
+    (old / "checkpoints" / "iteration_000002.pt").unlink()
+    values = yaml.safe_load((old / "config.yaml").read_text())
+    del values["unit_actions"]
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    path = old / "checkpoints" / "iteration_000001.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["unit_actions"]
+    torch.save(state, path)
+    assert main(["train", "--resume", str(old), "num_iterations=3"]) == 0
+    strip = lambda m: {k: v for k, v in m.items() if not k.startswith("time/")}
+    assert [strip(m) for m in read_metrics(old)] == [strip(m) for m in full]
