@@ -438,7 +438,7 @@ class PEARL:
 
     @staticmethod
     def _bounds(sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
-        env = sampler.env(1)
+        env = sampler.describe()
         return (torch.as_tensor(env.action_low, dtype=torch.float32),
                 torch.as_tensor(env.action_high, dtype=torch.float32))
 

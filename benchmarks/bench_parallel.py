@@ -179,12 +179,8 @@ def main() -> None:
           f"· ray {ray.__version__} · numpy {np.__version__}")
     from metarl.envs.ray_workers import LOCAL_RAY_ENVIRONMENT
 
-    # metarl's local Ray (loopback, no telemetry), with 3 logical CPUs so that the 1- and 2-worker
-    # pools coexist for interleaved measurement (the machine has what the header line says).
-    os.environ.update(LOCAL_RAY_ENVIRONMENT)
-    ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
-             configure_logging=False, log_to_driver=False)
     ml10, tasks = mixed_ml10_tasks(n)
+    # Phase 1, no Ray running (its daemons take CPU): the one-machine engines.
     steppers = {
         "serial": Stepper("serial (today's path)", build_vector_env(ml10, n, engine="serial"), tasks),
         "processes": Stepper("processes, 2 workers",
@@ -194,15 +190,29 @@ def main() -> None:
             "Meta-World/ML10-train", vector_strategy="async", meta_batch_size=n, seed=0), gymnasium_env=True),
         "sync": Stepper("Meta-World's own SyncVectorEnv", gymnasium.make_vec(
             "Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=n, seed=0), gymnasium_env=True),
-        "ray1": Stepper("ray, 1 worker", build_vector_env(ml10, n, engine="ray", num_workers=1), tasks),
-        "ray2": Stepper("ray, 2 workers", build_vector_env(ml10, n, engine="ray", num_workers=2), tasks),
     }
     compare("Meta-World ML10, mixed classes", steppers, seconds, rounds, {
         "processes / serial": ("processes", "serial"),
         "processes / Meta-World's AsyncVectorEnv": ("processes", "async"),
-        "ray 2 workers / processes 2 workers": ("ray2", "processes"),
     })
     serial_ml10 = statistics.median(steppers["serial"].rates)
+    for stepper in steppers.values():
+        stepper.close()
+
+    # Phase 2: metarl's local Ray (loopback, no telemetry) with 3 logical CPUs so that the 1- and
+    # 2-worker pools coexist; the processes engine again, under the same conditions.
+    os.environ.update(LOCAL_RAY_ENVIRONMENT)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
+             configure_logging=False, log_to_driver=False)
+    steppers = {
+        "processes": Stepper("processes, 2 workers",
+                             build_vector_env(ml10, n, engine="processes", num_workers=2), tasks),
+        "ray1": Stepper("ray, 1 worker", build_vector_env(ml10, n, engine="ray", num_workers=1), tasks),
+        "ray2": Stepper("ray, 2 workers", build_vector_env(ml10, n, engine="ray", num_workers=2), tasks),
+    }
+    compare("Meta-World ML10, mixed classes, with Ray running", steppers, seconds, rounds, {
+        "ray 2 workers / processes 2 workers": ("ray2", "processes"),
+    })
     for stepper in steppers.values():
         stepper.close()
 

@@ -77,6 +77,28 @@ def _family_options(family: TaskFamily, options: dict[str, Any]) -> dict[str, An
     return options
 
 
+def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
+    """Raise a one-line error for an ``env_options`` value :func:`build_vector_env` would refuse
+    (an unknown engine or key, a bad ``num_workers``), without building anything."""
+    engine = options.get("engine", "auto")
+    accepted = accepted_engines(family)
+    if engine not in accepted:
+        raise MetaRLError(
+            f"unknown engine {engine!r} for {family.name}; accepted: {', '.join(accepted)}"
+        )
+    num_workers = options.get("num_workers")
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 1):
+        raise MetaRLError(f"env_options.num_workers must be a positive integer; got {num_workers!r}")
+    if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
+                                                           "ray_cpus_per_worker")):
+        raise MetaRLError(
+            "env_options.ray_address, ray_cpus_per_worker and ray_restart_timeout_s only apply to "
+            f"engine 'ray'; the engine is {engine!r}"
+        )
+    _family_options(family, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})
+
+
 def local_builder(family: TaskFamily, *, engine: str | None, seed: int,
                   **family_options: Any):
     """``make(num_envs)`` building the family's in-process engine ``engine`` (``None``: its
@@ -111,20 +133,11 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     before it counts as hung.  ``ray_address``: ``None`` starts a local Ray on 127.0.0.1,
     ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.  Other options go to the family.
     """
-    accepted = accepted_engines(family)
-    if engine not in accepted:
-        raise MetaRLError(
-            f"unknown engine {engine!r} for {family.name}; accepted: {', '.join(accepted)}"
-        )
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
-                                    or num_workers < 1):
-        raise MetaRLError(f"env_options.num_workers must be a positive integer; got {num_workers!r}")
-    if engine != "ray" and (ray_address is not None or ray_restart_timeout_s is not None):
-        raise MetaRLError(
-            "env_options.ray_address and ray_restart_timeout_s only apply to engine 'ray'; "
-            f"the engine is {engine!r}"
-        )
-    family_options = _family_options(family, family_options)
+    given = {"engine": engine, "num_workers": num_workers, "ray_address": ray_address,
+             "ray_restart_timeout_s": ray_restart_timeout_s, **family_options}
+    if ray_cpus_per_worker != 1.0:
+        given["ray_cpus_per_worker"] = ray_cpus_per_worker
+    check_env_options(family, {k: v for k, v in given.items() if v is not None})
     limits = {} if timeout_s is None else {"timeout_s": float(timeout_s)}
     if engine == "ray":
         from metarl.envs import ray_workers

@@ -234,7 +234,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
     from metarl.tasks import get_family
 
     import_modules(config.imports)
-    get_family(config.env)  # raises on an unknown family, listing the accepted ones
+    family = get_family(config.env)  # raises on an unknown family, listing the accepted ones
+    from metarl.envs.parallel import check_env_options
+
+    check_env_options(family, config.env_options)  # before a run directory is made
     spec = get_agent_spec(config.agent)
     options = build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
     # Keep the checked values (``'3e-4'`` became 0.0003), so config.yaml records numbers.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from metarl.action_scaling import with_unit_actions
-from metarl.envs.parallel import build_vector_env
+from metarl.envs.parallel import ENGINE_OPTIONS, build_vector_env
 from metarl.tasks import Task, TaskFamily, repeat_tasks
 from metarl.trajectories import Trajectories
 from metarl.vector_env import VectorTaskEnv
@@ -101,6 +102,18 @@ def torch_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an agent needs to know of a family's envs before any is stepped."""
+
+    observation_dim: int
+    action_dim: int
+    action_low: np.ndarray
+    """``[action_dim]``: the box the policy acts in (``[-1, 1]`` with unit actions)."""
+    action_high: np.ndarray
+    max_episode_steps: int
+
+
 class Sampler:
     """Owns the vector envs of one family and counts the environment steps taken.
 
@@ -123,6 +136,22 @@ class Sampler:
         self.sample_seconds = 0.0
         self.num_resets = 0
         self._envs: dict[int, VectorTaskEnv] = {}
+        self._spec: EnvSpec | None = None
+
+    def describe(self) -> EnvSpec:
+        """Dimensions, action box and horizon of this sampler's envs, read off a one-sub-env
+        env built in this process with the family's serial engine and closed at once, so no
+        worker process or Ray actor is kept for it under ``engine=processes``/``ray``."""
+        if self._spec is None:
+            options = {k: v for k, v in self.env_options.items() if k not in ENGINE_OPTIONS}
+            env = build_vector_env(self.family, 1, seed=self.seed, engine="serial", **options)
+            env = with_unit_actions(env) if self.unit_actions else env
+            try:
+                self._spec = EnvSpec(env.observation_dim, env.action_dim, env.action_low.copy(),
+                                     env.action_high.copy(), env.max_episode_steps)
+            finally:
+                env.close()
+        return self._spec
 
     def env(self, num_envs: int) -> VectorTaskEnv:
         if num_envs not in self._envs:

@@ -65,7 +65,7 @@ def build_run(config: TrainConfig) -> Run:
     task_sampler = TaskSampler(family, config.seed)
     sampler = Sampler(family, seed=config.seed, env_options=config.env_options,
                       unit_actions=config.unit_actions)
-    probe = sampler.env(1)
+    probe = sampler.describe()
     generator = torch.Generator().manual_seed(config.seed)
     agent = spec.build(
         agent_config(config), family=family, observation_dim=probe.observation_dim,

@@ -130,7 +130,8 @@ def test_engine_names_and_options_are_checked():
     with pytest.raises(MetaRLError, match="num_workers and timeout_s apply to engines 'processes' "
                        "and 'ray'; the engine is 'serial'"):
         build_vector_env(navigation, 2, engine="serial", num_workers=2)
-    with pytest.raises(MetaRLError, match="ray_address and ray_restart_timeout_s only apply to engine 'ray'"):
+    with pytest.raises(MetaRLError, match="ray_address, ray_cpus_per_worker and ray_restart_timeout_s only "
+                       "apply to engine 'ray'"):
         build_vector_env(navigation, 2, engine="processes", ray_address="auto")
 
 
@@ -162,3 +163,16 @@ def test_engine_ray_without_the_extra_is_a_one_line_error(monkeypatch):
     with pytest.raises(MetaRLError, match=r"^engine 'ray' needs the optional extra: "
                        r"pip install -e '\.\[ray\]' \(or pip install 'metarl\[ray\]'\)$"):
         build_vector_env(get_family("Navigation2D"), 4, engine="ray")
+
+
+def test_reading_the_dimensions_keeps_no_worker_alive():
+    """``build_run`` reads the observation size from a probe env: under ``engine=processes`` it
+    is built in-process and closed, not a worker process kept for the whole run."""
+    import multiprocessing
+
+    sampler = Sampler(DRIFT, seed=0, env_options={"engine": "processes", "num_workers": 2})
+    spec = sampler.describe()
+    assert (spec.observation_dim, spec.action_dim, spec.max_episode_steps) == (3, 2, 15)
+    assert not sampler._envs and not multiprocessing.active_children()
+    scaled = Sampler(get_family("Navigation2D"), seed=0).describe()
+    assert scaled.action_low.tolist() == [-1.0, -1.0] and scaled.action_high.tolist() == [1.0, 1.0]
