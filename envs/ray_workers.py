@@ -400,6 +400,6 @@ class RayVectorEnv:
 def _death_cause(error: Exception) -> str:
     text = str(error)
     for line in text.splitlines():
-        if "because" in line:
-            return line.strip().rstrip(".")
+        if "because" in line:  # Ray's first sentence says why, the rest is advice
+            return line.strip().split(". ")[0].rstrip(".")
     return type(error).__name__
