@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from metarl.agent import AgentSpec
+from metarl.agent import AgentSpec, TrainingBudget
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig, _TaskActor
 from metarl.registry import register_agent
 from metarl.rollout import Sampler
@@ -148,6 +148,13 @@ class Reptile:
         self.iteration = state["iteration"]
 
 
+def budget(config: ReptileConfig, family: TaskFamily, num_iterations: int) -> TrainingBudget:
+    """Per iteration: ``episodes_per_task`` fresh episodes on each of ``meta_batch_size`` tasks
+    for every inner step; one outer (Reptile) step on the meta-parameters."""
+    episodes = config.meta_batch_size * config.episodes_per_task * config.num_inner_steps
+    return TrainingBudget(num_iterations * episodes * family.max_episode_steps, num_iterations)
+
+
 def build(config: ReptileConfig, *, family: TaskFamily, observation_dim: int, action_dim: int,
           device: torch.device, generator: torch.Generator) -> Reptile:
     """Like MAML, Reptile needs nothing of the family beyond the observation and action sizes."""
@@ -161,4 +168,6 @@ SPEC = register_agent(AgentSpec(
     description="Reptile: k policy-gradient steps per task, meta-parameters moved toward the adapted ones",
     config_class=ReptileConfig,
     build=build,
+    step_size_keys=("inner_lr", "outer_lr"),
+    budget=budget,
 ))

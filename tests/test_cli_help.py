@@ -87,6 +87,7 @@ TINY_AGENTS = {
     "random": ["meta_batch_size=2", "episodes_per_task=3"],
     "multitask_trpo": ["meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]"],
     "oracle_trpo": ["meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]"],
+    "reptile": ["meta_batch_size=2", "episodes_per_task=2", "num_inner_steps=2", "hidden_sizes=[8]"],
 }
 
 
