@@ -90,6 +90,11 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
     if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
                                     or num_workers < 1):
         raise MetaRLError(f"env_options.num_workers must be a positive integer; got {num_workers!r}")
+    if engine not in ("auto", *PARALLEL_ENGINES) and any(k in options for k in ("num_workers", "timeout_s")):
+        raise MetaRLError(
+            f"env_options.num_workers and timeout_s apply to engines 'processes' and 'ray'; "
+            f"the engine is {engine!r}"
+        )
     if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
                                                            "ray_cpus_per_worker")):
         raise MetaRLError(
@@ -133,8 +138,9 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     before it counts as hung.  ``ray_address``: ``None`` starts a local Ray on 127.0.0.1,
     ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.  Other options go to the family.
     """
-    given = {"engine": engine, "num_workers": num_workers, "ray_address": ray_address,
-             "ray_restart_timeout_s": ray_restart_timeout_s, **family_options}
+    given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
+             "ray_address": ray_address, "ray_restart_timeout_s": ray_restart_timeout_s,
+             **family_options}
     if ray_cpus_per_worker != 1.0:
         given["ray_cpus_per_worker"] = ray_cpus_per_worker
     check_env_options(family, {k: v for k, v in given.items() if v is not None})
@@ -145,11 +151,11 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
         return ray_workers.RayVectorEnv(
             local_builder(family, engine=None, seed=seed, **ray_workers.slice_options(
                 family, family_options, ray_cpus_per_worker)),
-            num_envs, seed=seed, num_workers=num_workers, cpus_per_worker=ray_cpus_per_worker, address=ray_address,
-            restart_timeout_s=ray_restart_timeout_s, **limits,
+            num_envs, seed=seed, num_workers=num_workers, cpus_per_worker=ray_cpus_per_worker,
+            address=ray_address, restart_timeout_s=ray_restart_timeout_s, **limits,
         )
     workers = num_workers or available_cpus()
-    requested, engine = engine, resolve_engine(family, engine, num_envs, workers)
+    engine = resolve_engine(family, engine, num_envs, workers)
     if engine == "processes":
         from metarl.envs.processes import ProcessVectorEnv
 
@@ -157,11 +163,6 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
         return ProcessVectorEnv(
             local_builder(family, engine=serial, seed=seed, **family_options), num_envs,
             num_workers=workers, seed=seed, **limits,
-        )
-    if requested != "auto" and (timeout_s is not None or num_workers is not None):
-        raise MetaRLError(
-            f"env_options.num_workers and timeout_s apply to engines 'processes' and 'ray'; "
-            f"the engine is {engine!r}"
         )
     local = None if engine == "serial" and not family.engines else engine
     return local_builder(family, engine=local, seed=seed, **family_options)(num_envs)
