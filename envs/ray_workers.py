@@ -317,7 +317,7 @@ class RayVectorEnv:
         refs = {}
         for index in range(len(self.slices)):
             if command != "build" and self._generations[index] != self.pool.generations[index]:
-                self._recover(index, command, "was replaced for another env of this run")
+                self._rebuild(index)  # another env of this run replaced the actor already
             refs[index] = self._call(index, command, args[index])
         values = list(refs.values())
         try:  # one wait for every worker: the common case
@@ -354,12 +354,12 @@ class RayVectorEnv:
                 ref = self._call(index, command, args)
 
     def _recover(self, index: int, command: str, cause: str) -> None:
+        """Replace the dead actor ``index`` and replay this env's slice on the new one."""
         dead = self.pool.describe(index)
-        if "replaced for another env" not in cause:
-            self.pool.replace(index, cause, self.restart_timeout_s)
-            self.restarts += 1
-            print(f"metarl: {dead} {cause} during {command!r}; replaying its "
-                  f"{len(self._actions)} steps on {self.pool.describe(index)}", file=sys.stderr)
+        self.pool.replace(index, cause, self.restart_timeout_s)
+        self.restarts += 1
+        print(f"metarl: {dead} {cause} during {command!r}; replaying its "
+              f"{len(self._actions)} steps on {self.pool.describe(index)}", file=sys.stderr)
         self._rebuild(index)
 
     # ------------------------------------------------------------------ VectorTaskEnv
