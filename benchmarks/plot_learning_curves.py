@@ -18,9 +18,9 @@ from metarl.plots import save_figure
 from metarl.tasks import MetaRLError
 
 
-def evaluation_points(run_dir: Path) -> list[tuple[int, float | None, float, int]]:
-    """``(env_steps, success rate, return, stage)`` of every held-out evaluation of a run, at its
-    last adaptation stage."""
+def evaluation_points(run_dir: Path) -> list[tuple[int, float | None, float, float | None, float]]:
+    """``(env_steps, success rate, return, stage-0 success rate, stage-0 return)`` of every
+    held-out evaluation of a run: at its last adaptation stage, and before adaptation."""
     points = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -29,7 +29,8 @@ def evaluation_points(run_dir: Path) -> list[tuple[int, float | None, float, int
             continue
         last = stages[-1]
         points.append((int(row["env_steps"]), row.get(f"eval/success_rate_stage_{last}"),
-                       float(row[f"eval/return_stage_{last}"]), last))
+                       float(row[f"eval/return_stage_{last}"]), row.get("eval/success_rate_stage_0"),
+                       float(row["eval/return_stage_0"])))
     if not points:
         raise MetaRLError(f"{str(run_dir)!r} has no held-out evaluation in metrics.jsonl")
     return points
@@ -44,7 +45,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     figure, (success_axis, return_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    print("| run | env steps | success | return |\n|---|---|---|---|")
+    print("| run | env steps | success, last stage (stage 0) | return, last stage (stage 0) |\n|---|---|---|---|")
     for item in options.runs:
         label, _, path = item.partition("=")
         if not path:
@@ -54,9 +55,9 @@ def main() -> None:
         if all(p[1] is not None for p in points):
             success_axis.plot(steps, [p[1] for p in points], marker="o", label=label)
         return_axis.plot(steps, [p[2] for p in points], marker="o", label=label)
-        for env_steps, success, value, _ in points:
-            shown = "-" if success is None else f"{success:.2f}"
-            print(f"| {label} | {env_steps / 1e3:.0f}k | {shown} | {value:.0f} |")
+        for env_steps, success, value, success_0, value_0 in points:
+            shown = "-" if success is None else f"{success:.2f} ({success_0:.2f})"
+            print(f"| {label} | {env_steps / 1e3:.0f}k | {shown} | {value:.0f} ({value_0:.0f}) |")
     success_axis.set(xlabel="env steps (millions)", ylabel="held-out success rate", ylim=(-0.02, 1.02))
     return_axis.set(xlabel="env steps (millions)", ylabel="held-out return (episode)")
     for axis in (success_axis, return_axis):
