@@ -101,7 +101,7 @@ def test_rl2_on_held_out_reach_goals_against_untrained_and_multitask(tmp_path):
     print(summary)
     assert rl2_success >= untrained_success + 0.2, summary
     if rl2_success < multitask_success + 0.15:
-        pytest.xfail(f"issue 12 item 4 not met at 500k steps: RL² not clearly above the "
+        pytest.xfail(f"issue 12 item 4 not met at {ENV_STEPS // 1000}k steps: RL² not clearly above the "
                      f"multi-task baseline ({summary})")
 
 
