@@ -46,10 +46,18 @@ def available() -> bool:
     return metaworld is not None
 
 
-def _require_metaworld() -> None:
+def is_metaworld_name(name: str) -> bool:
+    """Whether ``name`` names a Meta-World family (``ML10``, ``ML45``, ``ML1-<env name>``),
+    installed or not: a shipped Meta-World config can be recognised without the extra."""
+    return name in ("ML10", "ML45") or name.startswith("ML1-")
+
+
+def _require_metaworld(family: str | None = None) -> None:
     if metaworld is None:
+        what = f"env family {family!r} is Meta-World's; " if family else ""
         raise MetaRLError(
-            "Meta-World families need the optional extra: pip install 'metarl[metaworld]'"
+            f"{what}Meta-World families need the optional extra: pip install 'metarl[metaworld]' "
+            "(then the README's mujoco fix)"
         )
 
 
@@ -272,6 +280,12 @@ def metaworld_family(
         make_env=make_env,
         metadata={"benchmark": benchmark, "env_name": env_name},
     )
+
+
+def require_family(name: str) -> None:
+    """Raise the install hint when ``name`` is a Meta-World family and the extra is missing."""
+    if is_metaworld_name(name):
+        _require_metaworld(name)
 
 
 def register_metaworld_families() -> list[TaskFamily]:

@@ -359,9 +359,15 @@ def cmd_list(options: argparse.Namespace) -> int:
         print("shipped configs (metarl train NAME); steps are training totals, upper bounds:")
         print(shipped_configs_table())
         return 0
+    from metarl.config import read_yaml
+    from metarl.envs.metaworld import available as metaworld_available, is_metaworld_name
+
     print("env families:")
     for family in list_families():
         print(f"  {family.name:<28} {family.description}  [{family.citation}]")
+    if not metaworld_available():
+        print(f"  {'ML1-<env>, ML10, ML45':<28} Meta-World: install the extra, "
+              "pip install 'metarl[metaworld]' (README, Install)")
     print("RL agents:")
     for spec in list_agents():
         print(f"  {spec.name:<28} {spec.description}")
@@ -376,7 +382,9 @@ def cmd_list(options: argparse.Namespace) -> int:
         print(f"  {learner.name:<28} {learner.description}")
     print("shipped configs (metarl train NAME; budgets: metarl list --configs):")
     for path in sorted(Path(configs.__file__).parent.glob("*.yaml")):
-        print(f"  {path.stem}")
+        env = str(read_yaml(path).get("env", ""))
+        missing = is_metaworld_name(env) and not metaworld_available()
+        print(f"  {path.stem}" + (f"  ({env}: needs the metaworld extra)" if missing else ""))
     return 0
 
 

@@ -111,6 +111,9 @@ def get_family(name: str) -> TaskFamily:
     if name not in _FAMILIES:
         _load_installed_families()
     if name not in _FAMILIES:
+        from metarl.envs.metaworld import require_family
+
+        require_family(name)  # a Meta-World name without the extra: say how to install it
         raise MetaRLError(
             f"unknown env family {name!r}; accepted: {', '.join(sorted(_FAMILIES))}; for a family "
             f"of your own, import its module (metarl train --import MODULE, or imports: [MODULE] "

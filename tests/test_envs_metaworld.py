@@ -17,6 +17,33 @@ def test_without_the_extra_nothing_is_registered_and_the_error_says_how_to_insta
     assert not any(family.name.startswith(("ML1-", "ML10", "ML45")) for family in list_families())
     with pytest.raises(MetaRLError, match=r"metarl\[metaworld\]"):
         metaworld_adapter.metaworld_family("ML10")
+    with pytest.raises(MetaRLError, match=r"'ML1-reach-v3' is Meta-World's.*metarl\[metaworld\]"):
+        get_family("ML1-reach-v3")
+
+
+SHIPPED_METAWORLD_CONFIGS = [f"{agent}_{family}" for agent in ("maml_trpo", "rl2", "pearl")
+                             for family in ("ml1_reach", "ml1_push", "ml1_pick_place", "ml10", "ml45")]
+
+
+def test_list_names_the_metaworld_configs_with_or_without_the_extra(monkeypatch, capsys):
+    """Issue 12: `metarl list` (and `--configs`) name the 15 shipped Meta-World configs; without
+    the extra (simulated here) they are still listed, marked as needing it, and their budget is
+    not computed (it needs the family)."""
+    from metarl.cli import main
+
+    assert main(["list"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert set(SHIPPED_METAWORLD_CONFIGS) <= listed
+    monkeypatch.setattr(metaworld_adapter, "metaworld", None)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "rl2_ml1_reach  (ML1-reach-v3: needs the metaworld extra)" in out
+    assert "pip install 'metarl[metaworld]'" in out
+    assert main(["list", "--configs"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for name in SHIPPED_METAWORLD_CONFIGS:
+        assert "(budget: needs the metaworld extra)" in rows[name], rows[name]
+    assert "needs the metaworld extra" not in rows["maml_trpo_navigation"]
 
 
 def test_ml1_serves_the_benchmark_split_with_success_in_infos():
