@@ -279,6 +279,7 @@ def metaworld_family(
         task_parameter="env_name",
         make_env=make_env,
         metadata={"benchmark": benchmark, "env_name": env_name},
+        evaluation_protocol="adapt_then_evaluate",  # the benchmark's own (Yu et al. 2019, sec. 5)
     )
 
 

@@ -82,6 +82,10 @@ def check_compatible(checkpoint_config: dict[str, Any], config: dict[str, Any]) 
 
     ignored = {"num_iterations", "run_dir", "progress"}
     checkpoint_config = {**to_dict(TrainConfig()), **LEGACY_DEFAULTS, **checkpoint_config}
+    if isinstance(config.get("evaluation"), dict) and isinstance(checkpoint_config.get("evaluation"), dict):
+        # An evaluation option the checkpoint lacks (evaluation.protocol and the protocol's
+        # options, added later) is the one now: its run was written before the option existed.
+        checkpoint_config["evaluation"] = {**config["evaluation"], **checkpoint_config["evaluation"]}
     differences = [
         key for key in sorted(set(checkpoint_config) | set(config))
         if key not in ignored and checkpoint_config.get(key) != config.get(key)

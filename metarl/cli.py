@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="measure adaptation on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
-    evaluate.add_argument("--split", default="test", choices=["test", "ood"])
+    evaluate.add_argument("--split", default="test", choices=["test", "ood", "train_classes"])
     evaluate.add_argument("--seeds", type=int, nargs="+", default=None,
                           help="evaluation seeds (action noise, env resets); default: the run's seed")
     evaluate.add_argument("--num-tasks", type=int, default=None)
@@ -209,7 +209,8 @@ def cmd_evaluate(options: argparse.Namespace) -> int:
 def _evaluate_and_write(options: argparse.Namespace) -> int:
     from metarl.evaluate import evaluation_scalars, format_table
     from metarl.logger import Logger
-    from metarl.plots import adaptation_curve_figure, per_task_figure, save_figure
+    from metarl.adapt_then_evaluate import format_protocol_table
+    from metarl.plots import adaptation_curve_figure, per_class_figure, per_task_figure, save_figure
     from metarl.tasks import get_family
 
     run_dir = Path(options.run_dir)
@@ -225,9 +226,14 @@ def _evaluate_and_write(options: argparse.Namespace) -> int:
              f"{options.split} split, seeds {result['seeds']}")
     figure = adaptation_curve_figure([(result["agent"], result)], title=title)
     png = save_figure(figure, run_dir / f"{_eval_name(options.split)}_adaptation.png")
-    per_task = save_figure(per_task_figure(result, get_family(result["env"]).task_parameter, title=title),
-                           run_dir / f"{_eval_name(options.split)}_per_task.png")
-    print(format_table(result, title=title))
+    if "classes" in result:  # adapt_then_evaluate (Meta-World): success per task class
+        per_task = save_figure(per_class_figure(result, title=title),
+                               run_dir / f"{_eval_name(options.split)}_per_task.png")
+        print(format_protocol_table(result, title=title))
+    else:
+        per_task = save_figure(per_task_figure(result, get_family(result["env"]).task_parameter, title=title),
+                               run_dir / f"{_eval_name(options.split)}_per_task.png")
+        print(format_table(result, title=title))
     print(f"wrote {out}, {png} and {per_task}")
     return 0
 

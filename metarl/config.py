@@ -33,6 +33,26 @@ class EvaluationConfig:
     episodes_per_stage: int = 40
     """Episodes per task and stage (MAML: the batch each gradient step is computed from; the
     MAML paper used 40 for 2D navigation and 20 for the MuJoCo families)."""
+    protocol: str = "auto"
+    """``stages`` (the adaptation curve above), ``adapt_then_evaluate`` (Meta-World's protocol,
+    :mod:`metarl.adapt_then_evaluate`: success after a fixed adaptation budget) or ``auto``: the
+    family's own (``TaskFamily.evaluation_protocol``); a run's config.yaml records the resolved one."""
+    adaptation_episodes: int = 10
+    """adapt_then_evaluate: episodes per task the agent adapts from (Meta-World: 10)."""
+    evaluation_episodes: int = 3
+    """adapt_then_evaluate: episodes per task scored after adapting (Meta-World: 3)."""
+    num_rounds: int = 10
+    """adapt_then_evaluate: rounds (``metaworld.evaluation.metalearning_evaluation``'s ``num_evals``)."""
+    tasks_per_round: int = 20
+    """adapt_then_evaluate: tasks per round, spread evenly over the classes (Meta-World's
+    ``meta_batch_size`` of the evaluation envs: 20)."""
+    goals_per_class: int = 40
+    """adapt_then_evaluate: each class's rounds cycle through its first this many test goals
+    (``metalearning_evaluation`` assumes 40)."""
+    train_class_rounds: int = 1
+    """adapt_then_evaluate on a benchmark with several training classes (ML10, ML45): rounds of
+    the protocol on the training classes too, logged per class as ``eval_train_classes/``
+    (0: held-out classes only)."""
 
 
 @dataclass(frozen=True)

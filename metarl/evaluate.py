@@ -108,6 +108,10 @@ def evaluation_scalars(result: dict[str, Any], *, prefix: str = "eval") -> dict[
         scalars[f"{prefix}/return_iqm_stage_{k}"] = entry["return"]["iqm"]
         if entry["success_rate"] is not None:
             scalars[f"{prefix}/success_rate_stage_{k}"] = entry["success_rate"]["mean"]
+    for name, summary in result.get("classes", {}).items():  # adapt_then_evaluate's classes
+        scalars[f"{prefix}/return/{name}"] = summary["return"]["mean"]
+        if summary["success_rate"] is not None:
+            scalars[f"{prefix}/success_rate/{name}"] = summary["success_rate"]["mean"]
     first, last = result["stages"][0], result["stages"][-1]
     scalars[f"{prefix}/adaptation_gain"] = last["return"]["mean"] - first["return"]["mean"]
     return scalars
@@ -221,6 +225,11 @@ def combine_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                    if all("per_task_episode_length" in r["stages"][k] for r in results)
                    else np.zeros(0))
         combined["stages"].append(_stage_entry(k, pooled("per_task_return"), success, lengths))
+    if "protocol" in results[0]:  # adapt_then_evaluate: its options, and classes over the pool
+        from metarl.adapt_then_evaluate import class_summaries
+
+        combined["protocol"], combined["protocol_options"] = results[0]["protocol"], results[0]["protocol_options"]
+        combined["classes"] = class_summaries(combined["tasks"], combined["stages"])
     return combined
 
 

@@ -117,6 +117,44 @@ def per_task_figure(result: dict[str, Any], task_parameter: str | None, *, title
     return figure
 
 
+def per_class_figure(result: dict[str, Any], *, train_classes: dict[str, Any] | None = None,
+                     title: str = "") -> Figure:
+    """Success rate per task class (Meta-World's protocol, :mod:`metarl.adapt_then_evaluate`):
+    a bar per class after adaptation with its bootstrap 95% CI, a marker before adaptation; the
+    held-out classes, and beside them (``train_classes``: the same protocol on the training
+    classes) the training classes."""
+    panels = [("held-out classes", result)]
+    if train_classes is not None:
+        panels.insert(0, ("training classes", train_classes))
+    height = max(2.5, 0.32 * max(len(r["classes"]) for _, r in panels) + 1.4)
+    figure = _new_figure(5.2 * len(panels), height)
+    axes = np.atleast_1d(figure.subplots(1, len(panels), squeeze=False)[0])
+    for ax, (name, panel) in zip(axes, panels):
+        names = list(panel["classes"])
+        summaries = [panel["classes"][n] for n in names]
+        after = np.array([np.nan if s["success_rate"] is None else s["success_rate"]["mean"] for s in summaries])
+        low = np.array([np.nan if s["success_rate"] is None else s["success_rate"]["ci_low"] for s in summaries])
+        high = np.array([np.nan if s["success_rate"] is None else s["success_rate"]["ci_high"] for s in summaries])
+        before = np.array([np.nan if s["success_rate_before"] is None else s["success_rate_before"]["mean"]
+                           for s in summaries])
+        y = np.arange(len(names))
+        ax.barh(y, after, xerr=np.vstack([after - low, high - after]), color="tab:blue", alpha=0.8,
+                label="after adaptation [95% CI]")
+        ax.plot(before, y, "k|", markersize=12, label="before adaptation")
+        ax.set_yticks(y, names, fontsize="small")
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        overall = panel["stages"][-1]["success_rate"]
+        rate = "" if overall is None else f": {overall['mean']:.0%} overall"
+        ax.set_title(f"{name}{rate}", fontsize="medium")
+        ax.set_xlabel("success rate")
+        ax.grid(alpha=0.3, axis="x")
+    axes[-1].legend(fontsize="small", loc="lower right")
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    return figure
+
+
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write ``figure`` as a PNG at ``path`` (parent folders are created)."""
     path = Path(path)

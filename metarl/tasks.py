@@ -61,6 +61,9 @@ class TaskFamily:
     sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None = None
     """Test tasks drawn from a distribution of their own (e.g. held-out classes), if not from
     ``sample_tasks``."""
+    evaluation_protocol: str = "stages"
+    """How ``evaluation.protocol=auto`` measures the family: ``stages`` (return per adaptation
+    stage) or ``adapt_then_evaluate`` (Meta-World's success protocol, :mod:`metarl.adapt_then_evaluate`)."""
 
 
 class TaskDistribution(Protocol):

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from metarl.adapt_then_evaluate import NAME as ADAPT_THEN_EVALUATE
+from metarl.adapt_then_evaluate import ProtocolOptions, adapt_then_evaluate, task_class
 from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from metarl.config import LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict
@@ -29,7 +31,7 @@ from metarl.divergence import (Diverged, divergence_message, invalid_distributio
                                non_finite_stat, non_finite_tensor)
 from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
 from metarl.logger import Logger
-from metarl.plots import per_task_figure
+from metarl.plots import per_class_figure, per_task_figure
 from metarl.registry import get_agent_spec, import_modules
 from metarl.rollout import Sampler, torch_threads
 from metarl.run_dir import claim_for_new_run, locked_run_dir
@@ -57,9 +59,23 @@ class Run:
         self.eval_samplers.clear()
 
 
+PROTOCOLS = ("stages", ADAPT_THEN_EVALUATE)
+
+
+def resolve_protocol(config: TrainConfig, family: TaskFamily) -> TrainConfig:
+    """``config`` with ``evaluation.protocol=auto`` replaced by the family's own protocol."""
+    protocol = config.evaluation.protocol
+    if protocol == "auto":
+        protocol = family.evaluation_protocol
+    if protocol not in PROTOCOLS:
+        raise MetaRLError(f"evaluation.protocol {protocol!r}; accepted: auto, {', '.join(PROTOCOLS)}")
+    return replace(config, evaluation=replace(config.evaluation, protocol=protocol))
+
+
 def build_run(config: TrainConfig) -> Run:
     import_modules(config.imports)  # the user's own family or agent, in this process
     family = get_family(config.env)
+    config = resolve_protocol(config, family)
     spec = get_agent_spec(config.agent)
     device = resolve_device(config.device)
     task_sampler = TaskSampler(family, config.seed)
@@ -82,7 +98,12 @@ def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | N
     one restarts its counters here, so an evaluation depends only on (seed, iteration).
     """
     ev = run.config.evaluation
-    tasks = run.task_sampler.held_out(split)[: num_tasks or ev.num_tasks]
+    if split == "train_classes":  # the protocol's per-class diagnostics on the training classes
+        tasks = [dict(task) for task in run.task_sampler.train_tasks or ()]
+    else:
+        tasks = run.task_sampler.held_out(split)
+    if ev.protocol == "stages":
+        tasks = tasks[: num_tasks or ev.num_tasks]
     eval_seed = run.config.seed if seed is None else seed
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
     if eval_seed not in run.eval_samplers:
@@ -92,17 +113,40 @@ def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | N
         )
     sampler = run.eval_samplers[eval_seed]
     sampler.restart()
+    if ev.protocol == ADAPT_THEN_EVALUATE:
+        options = ProtocolOptions.from_config(ev)
+        if split == "train_classes":
+            options = replace(options, num_rounds=ev.train_class_rounds)
+        if num_tasks is not None:  # a quicker look: fewer rounds of the same tasks
+            options = replace(options, num_rounds=max(1, -(-num_tasks // options.tasks_per_round)))
+        return adapt_then_evaluate(run.agent, sampler, tasks, options=options, generator=generator)
     return meta_evaluate(run.agent, sampler, tasks, num_stages=ev.num_stages,
                          episodes_per_stage=ev.episodes_per_stage, generator=generator)
 
 
+def wants_train_classes(run: Run) -> bool:
+    """Whether evaluations also measure the protocol on the training classes: under
+    adapt_then_evaluate with ``train_class_rounds`` > 0, when the training tasks span several
+    classes (ML10, ML45; ML1's one class is its held-out class too)."""
+    ev = run.config.evaluation
+    train_tasks = run.task_sampler.train_tasks or ()
+    return (ev.protocol == ADAPT_THEN_EVALUATE and ev.train_class_rounds > 0
+            and len({task_class(task) for task in train_tasks}) > 1)
+
+
 def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, iteration: int,
-                         video: bool, quiet: bool) -> None:
-    """Per-task diagnostics (held-out return against ``family.task_parameter``) at every
-    evaluation; with ``video``, an adapted rollout on the first held-out task (MuJoCo families)."""
+                         video: bool, quiet: bool, train_classes: dict[str, Any] | None = None) -> None:
+    """Per-task diagnostics (held-out return against ``family.task_parameter``; under
+    adapt_then_evaluate, success per class, with ``train_classes`` beside the held-out ones) at
+    every evaluation; with ``video``, an adapted rollout on the first held-out task (MuJoCo families)."""
     step = run.sampler.env_steps
-    logger.log_figure("eval/per_task_return", per_task_figure(
-        result, run.family.task_parameter, title=f"{run.config.agent}, iteration {iteration}"), step=step)
+    title = f"{run.config.agent}, iteration {iteration}"
+    if "classes" in result:
+        logger.log_figure("eval/per_class_success", per_class_figure(
+            result, train_classes=train_classes, title=title), step=step)
+    else:
+        logger.log_figure("eval/per_task_return", per_task_figure(
+            result, run.family.task_parameter, title=title), step=step)
     if not video:
         return
     from metarl.video import record_adapted_rollout
@@ -169,6 +213,7 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
 
 def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: bool) -> Path:
     run = build_run(config)
+    config = run.config  # evaluation.protocol resolved: the run's files record the family's
     start_iteration = 0
     purge_step = None
     if resuming:
@@ -236,8 +281,14 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
                 with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
                     result = evaluate_run(run, iteration=done)
                 stats.update(evaluation_scalars(result))
+                train_classes = None
+                if wants_train_classes(run):
+                    with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
+                        train_classes = evaluate_run(run, iteration=done, split="train_classes")
+                    stats.update(evaluation_scalars(train_classes, prefix="eval_train_classes"))
                 latest_eval = result["stages"][-1]["return"]["mean"]
                 log_evaluation_media(run, logger, result, iteration=done, quiet=quiet,
+                                     train_classes=train_classes,
                                      video=done == config.num_iterations)
             logger.log_scalars(stats, step=run.sampler.env_steps, iteration=done)
             if done % config.checkpoint_interval == 0 or done == config.num_iterations:

@@ -1,0 +1,182 @@
+"""Meta-World's protocol (metarl.adapt_then_evaluate) with hand-made episodes: which adapt call
+each kind of agent gets, which episodes are scored, success at any step, per-class summaries,
+and the family-declared protocol in a run's config.  Needs no ``metaworld``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.adapt_then_evaluate import (ProtocolOptions, adapt_then_evaluate, format_protocol_table,
+                                        round_tasks)
+from metarl.config import TrainConfig
+from metarl.evaluate import combine_seeds, evaluation_scalars
+from metarl.plots import per_class_figure
+from metarl.tasks import MetaRLError, get_family
+from metarl.train import resolve_protocol
+from metarl.trajectories import Trajectories
+
+LENGTH = 4
+
+
+def episodes(returns, success_step):
+    """``[LENGTH, B]`` episodes with the given returns; ``success_step[b]`` the one step whose
+    success flag is set (-1: none).  The flag drops again after that step, as Meta-World's may."""
+    B = len(returns)
+    success = torch.zeros(LENGTH, B)
+    for b, step in enumerate(success_step):
+        if step >= 0:
+            success[step, b] = 1.0
+    return Trajectories(
+        observations=torch.zeros(LENGTH, B, 1), actions=torch.zeros(LENGTH, B, 1),
+        rewards=torch.tensor(returns, dtype=torch.float32).repeat(LENGTH, 1) / LENGTH,
+        next_observations=torch.zeros(LENGTH, B, 1), terminated=torch.zeros(LENGTH, B, dtype=torch.bool),
+        truncated=torch.zeros(LENGTH, B, dtype=torch.bool), mask=torch.ones(LENGTH, B),
+        infos={"success": success},
+    )
+
+
+class CountingSampler:
+    env_steps = 0
+
+
+class ScheduledAgent:
+    """Succeeds (at step 1, the flag dropping after) only on tasks of class ``good`` and only once
+    adapted: from stage 1 when a stage is a gradient step, else once ``adapted_after`` episodes
+    of the sequence are played.  An episode's return is ``100 * stage + its column in the task``."""
+
+    meta_batch_size = 1
+
+    def __init__(self, unit: str, adapted_after: int = 0) -> None:
+        self.adaptation_unit = unit
+        self.adapted_after = adapted_after
+        self.calls: list[tuple[int, int, int]] = []
+
+    def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator):
+        self.calls.append((len(tasks), num_stages, episodes_per_stage))
+        for stage in range(num_stages + 1):
+            adapted = stage >= (1 if self.adaptation_unit == "gradient step" else self.adapted_after)
+            returns, steps = [], []
+            for task in tasks:
+                for column in range(episodes_per_stage):
+                    returns.append(100.0 * stage + column)
+                    steps.append(1 if adapted and task["env_name"] == "good" else -1)
+            yield episodes(returns, steps)
+
+
+def classes_of(num_good: int, num_bad: int) -> list[dict]:
+    return ([{"env_name": "good", "index": i} for i in range(num_good)]
+            + [{"env_name": "bad", "index": i} for i in range(num_bad)])
+
+
+OPTIONS = ProtocolOptions(adaptation_episodes=10, evaluation_episodes=3, num_rounds=2,
+                          tasks_per_round=4, goals_per_class=3)
+
+
+def test_rounds_take_the_next_goals_of_every_class_cyclically_from_the_first_goals_per_class():
+    tasks = classes_of(5, 5)
+    first, second = round_tasks(tasks, OPTIONS, 0), round_tasks(tasks, OPTIONS, 1)
+    assert [(t["env_name"], t["index"]) for t in first] == [("good", 0), ("good", 1), ("bad", 0), ("bad", 1)]
+    # goals_per_class=3: goal 3 and 4 are never used, the third round would start again at 0
+    assert [(t["env_name"], t["index"]) for t in second] == [("good", 2), ("good", 0), ("bad", 2), ("bad", 0)]
+
+
+def test_a_sequence_agent_adapts_for_ten_episodes_and_only_the_next_three_are_scored():
+    agent = ScheduledAgent("episode", adapted_after=10)
+    result = adapt_then_evaluate(agent, CountingSampler(), classes_of(3, 3), options=OPTIONS,
+                                 generator=torch.Generator())
+    # one sequence of 13 episodes per task: stages 0..12, one episode each, per round
+    assert agent.calls == [(4, 12, 1), (4, 12, 1)]
+    assert result["num_tasks"] == 8 and result["protocol"] == "adapt_then_evaluate"
+    after, before = result["stages"][1], result["stages"][0]
+    # scored: stages 10, 11, 12 (returns 1000, 1100, 1200); before: the first episode
+    np.testing.assert_allclose(after["per_task_return"], [1100.0] * 8)
+    np.testing.assert_allclose(before["per_task_return"], [0.0] * 8)
+    # success at step 1 counts though the flag is 0 at the episode's last step
+    np.testing.assert_allclose(after["per_task_success"], [1, 1, 0, 0] * 2)
+    assert after["success_rate"]["mean"] == 0.5 and before["success_rate"]["mean"] == 0.0
+    assert result["classes"]["good"]["success_rate"]["mean"] == 1.0
+    assert result["classes"]["bad"]["success_rate"]["mean"] == 0.0
+    assert result["classes"]["good"]["num_tasks"] == 4
+
+
+def test_an_agent_adapting_after_fewer_episodes_than_the_budget_is_scored_the_same():
+    """RL² adapted after 2 episodes and an agent adapted after 10 score alike: the protocol
+    scores the episodes after the budget, not how fast the agent got there."""
+    fast = adapt_then_evaluate(ScheduledAgent("episode", adapted_after=2), CountingSampler(),
+                               classes_of(3, 3), options=OPTIONS, generator=torch.Generator())
+    late = adapt_then_evaluate(ScheduledAgent("episode", adapted_after=11), CountingSampler(),
+                               classes_of(3, 3), options=OPTIONS, generator=torch.Generator())
+    assert fast["stages"][1]["success_rate"]["mean"] == 0.5
+    # adapted only from the 12th episode: one of the three scored episodes of a good task fails
+    np.testing.assert_allclose(late["stages"][1]["per_task_success"], [2 / 3, 2 / 3, 0, 0] * 2)
+
+
+def test_a_gradient_step_agent_adapts_from_one_batch_and_the_first_three_adapted_episodes_score():
+    agent = ScheduledAgent("gradient step")
+    result = adapt_then_evaluate(agent, CountingSampler(), classes_of(3, 3), options=OPTIONS,
+                                 generator=torch.Generator())
+    assert agent.calls == [(4, 1, 10), (4, 1, 10)]  # Meta-World's adaptation_steps=1
+    # stage 1 columns 0, 1, 2 of every task: returns 100, 101, 102
+    np.testing.assert_allclose(result["stages"][1]["per_task_return"], [101.0] * 8)
+    np.testing.assert_allclose(result["stages"][0]["per_task_return"], [4.5] * 8)  # all 10 before
+    assert result["episodes_before"] == 10
+    assert result["stages"][1]["success_rate"]["mean"] == 0.5
+
+
+def test_scalars_table_and_figure_show_every_class_and_the_overall_rate():
+    result = adapt_then_evaluate(ScheduledAgent("episode", adapted_after=10), CountingSampler(),
+                                 classes_of(3, 3), options=OPTIONS, generator=torch.Generator())
+    scalars = evaluation_scalars(result, prefix="eval_train_classes")
+    assert scalars["eval_train_classes/success_rate/good"] == 1.0
+    assert scalars["eval_train_classes/success_rate/bad"] == 0.0
+    assert scalars["eval_train_classes/success_rate_stage_1"] == 0.5
+    table = format_protocol_table(result)
+    rows = {line.split("|")[0].strip(): line for line in table.splitlines() if "|" in line}
+    assert "100.0% [100.0%, 100.0%]" in rows["good"] and "0.0% [0.0%, 0.0%]" in rows["bad"]
+    assert "50.0%" in rows["overall"] and "10 adaptation episodes, then 3 scored" in table
+    figure = per_class_figure(result, train_classes=result, title="t")
+    assert [ax.get_title() for ax in figure.axes] == ["training classes: 50% overall",
+                                                      "held-out classes: 50% overall"]
+
+
+def test_pooled_seeds_keep_the_protocol_and_recompute_the_classes():
+    results = [adapt_then_evaluate(ScheduledAgent("episode", adapted_after=after), CountingSampler(),
+                                   classes_of(3, 3), options=OPTIONS, generator=torch.Generator())
+               for after in (10, 12)]
+    pooled = combine_seeds(results)
+    assert pooled["protocol"] == "adapt_then_evaluate" and pooled["num_seeds"] == 2
+    # seed 0: good tasks all succeed; seed 1 (adapted from the 13th episode): 1 of 3 episodes
+    assert pooled["classes"]["good"]["success_rate"]["mean"] == pytest.approx((1 + 1 / 3) / 2)
+    assert pooled["classes"]["good"]["num_tasks"] == 8
+
+
+def test_bad_options_and_an_agent_that_breaks_the_schedule_are_named():
+    with pytest.raises(MetaRLError, match="evaluation.evaluation_episodes must be at least 1"):
+        adapt_then_evaluate(ScheduledAgent("episode"), CountingSampler(), classes_of(1, 1),
+                            options=replace(OPTIONS, evaluation_episodes=0), generator=torch.Generator())
+
+    class ShortAgent(ScheduledAgent):
+        def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator):
+            yield from list(super().adapt(tasks, sampler, num_stages=num_stages,
+                                          episodes_per_stage=episodes_per_stage, generator=generator))[:3]
+
+    with pytest.raises(MetaRLError, match="yielded 3 stages; the adapt_then_evaluate protocol asked for 13"):
+        adapt_then_evaluate(ShortAgent("episode"), CountingSampler(), classes_of(1, 1), options=OPTIONS,
+                            generator=torch.Generator())
+
+
+def test_the_family_declares_its_protocol_and_the_run_config_records_the_resolved_one():
+    family = get_family("Navigation2D")
+    assert family.evaluation_protocol == "stages"
+    assert resolve_protocol(TrainConfig(), family).evaluation.protocol == "stages"
+    declared = replace(family, evaluation_protocol="adapt_then_evaluate")
+    assert resolve_protocol(TrainConfig(), declared).evaluation.protocol == "adapt_then_evaluate"
+    forced = TrainConfig(evaluation=replace(TrainConfig().evaluation, protocol="stages"))
+    assert resolve_protocol(forced, declared).evaluation.protocol == "stages"
+    unknown = TrainConfig(evaluation=replace(TrainConfig().evaluation, protocol="official"))
+    with pytest.raises(MetaRLError, match="evaluation.protocol 'official'; accepted: auto, stages, adapt_then_evaluate"):
+        resolve_protocol(unknown, family)
