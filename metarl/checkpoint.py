@@ -77,8 +77,9 @@ def check_compatible(checkpoint_config: dict[str, Any], config: dict[str, Any]) 
     """A checkpoint resumes only under the config it was written with (bar the run length).
 
     A key the checkpoint's config lacks (written by an older metarl, before the key existed)
-    counts as its :data:`~metarl.config.LEGACY_DEFAULTS` value, else its default."""
-    from metarl.config import LEGACY_DEFAULTS, TrainConfig, to_dict
+    counts as its :data:`~metarl.config.LEGACY_DEFAULTS` value, else its default; so does an
+    agent option either side leaves out (older metarl recorded only the options given)."""
+    from metarl.config import LEGACY_DEFAULTS, TrainConfig, resolved_agent_options, to_dict
 
     ignored = {"num_iterations", "run_dir", "progress"}
     checkpoint_config = {**to_dict(TrainConfig()), **LEGACY_DEFAULTS, **checkpoint_config}
@@ -86,6 +87,9 @@ def check_compatible(checkpoint_config: dict[str, Any], config: dict[str, Any]) 
         # An evaluation option the checkpoint lacks (evaluation.protocol and the protocol's
         # options, added later) is the one now: its run was written before the option existed.
         checkpoint_config["evaluation"] = {**config["evaluation"], **checkpoint_config["evaluation"]}
+    checkpoint_config["agent_options"] = resolved_agent_options(
+        checkpoint_config["agent"], checkpoint_config["agent_options"])
+    config = {**config, "agent_options": resolved_agent_options(config["agent"], config["agent_options"])}
     differences = [
         key for key in sorted(set(checkpoint_config) | set(config))
         if key not in ignored and checkpoint_config.get(key) != config.get(key)

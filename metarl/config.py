@@ -272,3 +272,19 @@ def agent_config(config: TrainConfig) -> Any:
 
     spec = get_agent_spec(config.agent)
     return build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+
+
+def resolved_agent_options(agent: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``agent``: ``options`` checked (``'3e-4'`` becomes 0.0003) and the
+    agent's defaults for the rest, as plain values."""
+    from metarl.registry import get_agent_spec
+
+    spec = get_agent_spec(agent)
+    return to_dict(build_dataclass(spec.config_class, options, prefix="agent_options."))
+
+
+def with_resolved_agent_options(config: TrainConfig) -> TrainConfig:
+    """``config`` with every agent option written out, defaults included, so that a run's
+    ``config.yaml`` and checkpoints rebuild the same agent after a later metarl changes the
+    defaults (issue 15 changed MAML-TRPO's network)."""
+    return replace(config, agent_options=resolved_agent_options(config.agent, config.agent_options))

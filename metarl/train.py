@@ -25,7 +25,8 @@ from metarl.adapt_then_evaluate import NAME as ADAPT_THEN_EVALUATE
 from metarl.adapt_then_evaluate import ProtocolOptions, adapt_then_evaluate, task_class
 from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
-from metarl.config import LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict
+from metarl.config import (LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict,
+                           with_resolved_agent_options)
 from metarl.device import resolve_device
 from metarl.divergence import (Diverged, divergence_message, invalid_distribution_is_divergence,
                                non_finite_stat, non_finite_tensor)
@@ -205,6 +206,7 @@ def train(config: TrainConfig, *, resume_from: Path | None = None, quiet: bool =
     directory stays locked against other writers while this runs.  The caller's torch thread
     count is restored at the end."""
     run_dir = Path(resume_from or config.run_dir or default_run_dir(config))
+    config = with_resolved_agent_options(config)  # config.yaml records every agent option
     with locked_run_dir(run_dir), torch_threads(update_threads(config)):
         if resume_from is None:
             claim_for_new_run(run_dir, overwrite=overwrite)
@@ -222,7 +224,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
             raise MetaRLError(f"no checkpoint in {str(run_dir)!r}; it has no checkpoints/iteration_*.pt")
         state = load_checkpoint(path)
         check_compatible(state["config"], to_dict(config))
-        run.agent.load_state_dict(state["agent"])
+        load_agent_state(run, state, path)
         run.task_sampler.load_state_dict(state["task_sampler"])
         run.sampler.load_state_dict(state["sampler"])
         start_iteration = state["iteration"]
@@ -333,6 +335,25 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
         raise MetaRLError(f"no checkpoint in {str(run_dir)!r}; train longer than checkpoint_interval")
     state = load_checkpoint(path)
     run = build_run(config)
-    run.agent.load_state_dict(state["agent"])
+    load_agent_state(run, state, path)
     run.sampler.load_state_dict(state["sampler"])
     return run, state["iteration"]
+
+
+def load_agent_state(run: Run, state: dict[str, Any], path: Path) -> None:
+    """Load the checkpoint's agent into ``run``, or say why it does not fit: a run directory
+    written by an older metarl records only the agent options it was given, and the agent's
+    defaults (MAML-TRPO's network, issue 15) may have changed since."""
+    try:
+        run.agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        # torch's first line only names the module; the next ones name the tensor that differs.
+        lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                      lines[0] if lines else type(error).__name__)
+        raise MetaRLError(
+            f"checkpoint {str(path)!r} does not fit the agent its config builds "
+            f"({reason}); if an older metarl wrote the run, its config.yaml lacks "
+            "agent options whose defaults have changed since: write them into its agent_options "
+            "(e.g. hidden_sizes, activation)"
+        ) from None

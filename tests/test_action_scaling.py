@@ -8,6 +8,7 @@ import yaml
 
 from metarl.action_scaling import UnitActionVectorEnv, with_unit_actions
 from metarl.config import load_config
+from metarl.logger import read_metrics
 from metarl.rollout import Sampler, torch_threads
 from metarl.tasks import get_family
 from metarl.train import train
@@ -91,3 +92,29 @@ def test_train_restores_the_callers_thread_count(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("agent", ["rl2", "pearl"])
+def test_agents_that_already_acted_in_the_unit_box_learn_the_same_with_or_without_scaling(agent, tmp_path):
+    """RL² and PEARL mapped their own ``[-1, 1]`` actions onto the box before issue 15; with
+    ``unit_actions`` the sampler's map does it instead, so their runs (and the RESULTS rows on
+    2D navigation and the point robots) are the same up to float rounding.  Scaling twice, or
+    not at all, would move the returns by far more than the tolerance."""
+    from test_pearl import TINY_PEARL
+    from test_rl2 import RL2_TINY
+    from test_run_dirs import strip
+
+    options = {"rl2": ["env=Navigation2D", *RL2_TINY], "pearl": TINY_PEARL}[agent]
+    options = [*options, "num_iterations=2", "evaluation.interval=1"]
+    runs = {}
+    for unit_actions in (True, False):
+        config = load_config(None, [*options, f"unit_actions={str(unit_actions).lower()}",
+                                    f"run_dir={tmp_path / str(unit_actions)}"])
+        runs[unit_actions] = strip(read_metrics(train(config, quiet=True)))
+    scaled, unscaled = runs[True], runs[False]
+    assert [sorted(m) for m in scaled] == [sorted(m) for m in unscaled]
+    for a, b in zip(scaled, unscaled):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
+    returns = [key for key in scaled[-1] if "return" in key]
+    assert len(returns) >= 2, returns  # training and held-out returns were compared

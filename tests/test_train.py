@@ -59,6 +59,28 @@ def test_resume_with_another_config_is_refused(tmp_path):
         train(config, resume_from=run_dir, quiet=True)
 
 
+def test_run_records_every_agent_option_and_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    """config.yaml writes the agent's defaults out too, so a later change of a default (issue 15:
+    MAML-TRPO's network) cannot rebuild another agent under an old run; a run written before
+    (options it was not given left out) whose default has changed since is refused, by name."""
+    import yaml
+
+    from metarl.agents.maml_trpo import MAMLTRPOConfig
+    from metarl.config import to_dict
+
+    run_dir = run(tmp_path, "a")
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["agent_options"]
+    assert set(recorded) == set(to_dict(MAMLTRPOConfig()))
+    load_run(run_dir)  # the run itself loads
+    # An older metarl's config.yaml, from when the default network was another: only the
+    # options given, the network not among them.
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["agent_options"] = {k: v for k, v in recorded.items() if k != "hidden_sizes"}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(MetaRLError, match=r"does not fit the agent its config builds \(size mismatch"):
+        load_run(run_dir)
+
+
 def test_evaluation_is_deterministic_and_independent_of_training_streams(tmp_path):
     run_dir = run(tmp_path, "a")
     first, iteration = load_run(run_dir)
