@@ -365,19 +365,22 @@ def cmd_list(options: argparse.Namespace) -> int:
         print("shipped configs (metarl train NAME); steps are training totals, upper bounds:")
         print(shipped_configs_table())
         return 0
-    print("env families:")
+    print("env families (RL; env=NAME):")
     for family in list_families():
-        print(f"  {family.name:<28} {family.description}  [{family.citation}]")
-    print("RL agents:")
+        facts = [f"Gymnasium id {family.gym_id}" if family.gym_id else "no Gymnasium id",
+                 f"oracle sees a {family.encode_task.dim}-number task code" if family.encode_task
+                 else "no task encoder (no oracle)"]
+        print(f"  {family.name:<28} {family.description}  [{family.citation}]  ({'; '.join(facts)})")
+    print("RL agents (agent=NAME with an env family):")
     for spec in list_agents():
         print(f"  {spec.name:<28} {spec.description}")
     from metarl.supervised.learner import list_learners
     from metarl.supervised.task_source import list_sources
 
-    print("supervised few-shot task sources (metarl.supervised):")
+    print("supervised few-shot task sources (metarl.supervised; env=NAME):")
     for source in list_sources():
         print(f"  {source.name:<28} {source.description}")
-    print("supervised few-shot learners (metarl.learners):")
+    print("supervised few-shot learners (metarl.learners; agent=NAME with a task source):")
     for learner in list_learners():
         print(f"  {learner.name:<28} {learner.description}")
     print("shipped configs (metarl train NAME; budgets: metarl list --configs):")
