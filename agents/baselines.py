@@ -5,7 +5,7 @@
   without meta-learning; it does not adapt (every evaluation stage runs the same policy).  This
   is what meta-learning must beat: the best single policy for the whole task distribution.
 * ``oracle_trpo``: the same learner on a task-revealing env, i.e. its observations are
-  ``[observation, encode_task(task)]`` with the family's ``metadata["encode_task"]`` (the
+  ``[observation, encode_task(task)]`` with the family's ``encode_task`` (the
   encoding :class:`metarl.envs.oracle.TaskRevealingVectorEnv` appends).  An upper reference:
   what a policy that *knows* the task reaches with the same budget.
 
@@ -279,14 +279,13 @@ class PooledTRPO:
 
 def task_encoder(family: TaskFamily) -> TaskEncoder:
     """The family's task encoding for the oracle, or a MetaRLError naming what is missing."""
-    encoder = family.metadata.get("encode_task")
-    if encoder is None:
+    if family.encode_task is None:
         raise MetaRLError(
-            f"env family {family.name!r} defines no metadata['encode_task'], so the oracle cannot "
-            "see its tasks; use agent=multitask_trpo or agent=random, or give the family an encoder "
-            "(metarl.envs.oracle: scalar_encoder, vector_encoder, angle_encoder)"
+            f"env family {family.name!r} defines no encode_task, so the oracle cannot see its tasks; "
+            "use agent=multitask_trpo or agent=random, or give the family an encoder, "
+            "TaskFamily(encode_task=...) (metarl.envs.oracle: scalar_encoder, vector_encoder, angle_encoder)"
         )
-    return encoder
+    return family.encode_task
 
 
 def build_random(config: RandomConfig, *, generator: torch.Generator, **_: Any) -> RandomAgent:

@@ -28,7 +28,6 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
 from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import angle_encoder, scalar_encoder, vector_encoder
 from metarl.envs.task_distributions import (
     DIRECTION_TASKS,
@@ -209,89 +208,82 @@ def _make_vector_env(objective: str):
     )
 
 
-ANT_VEL = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="AntVel",
-            description="Ant-v5 at a target forward velocity v* ~ U[0, 3], horizon 200",
-            citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
-            sample_tasks=sample_velocities(0.0, 3.0),
-            make_vector_env=_make_vector_env("velocity"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=None,
-            num_test_tasks=40,
-            task_parameter="velocity",
-            sample_ood_tasks=sample_velocities(3.0, 4.0),
-            make_env=partial(AntTaskEnv, objective="velocity"),
-            metadata={"encode_task": scalar_encoder("velocity")},
-        )
+ANT_VEL = register_family(
+    TaskFamily(
+        name="AntVel",
+        description="Ant-v5 at a target forward velocity v* ~ U[0, 3], horizon 200",
+        citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
+        sample_tasks=sample_velocities(0.0, 3.0),
+        make_vector_env=_make_vector_env("velocity"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=None,
+        num_test_tasks=40,
+        task_parameter="velocity",
+        sample_ood_tasks=sample_velocities(3.0, 4.0),
+        make_env=partial(AntTaskEnv, objective="velocity"),
+        encode_task=scalar_encoder("velocity"),
     )
 )
 
-ANT_DIR = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="AntDir",
-            description="Ant-v5 running forward (d=+1) or backward (d=-1), horizon 200",
-            citation=(
-                "Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3; "
-                "Rakelly et al. (2019), PEARL, Ant-Fwd-Back"
-            ),
-            sample_tasks=sample_directions,
-            make_vector_env=_make_vector_env("direction"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=2,
-            num_test_tasks=2,
-            fixed_tasks=DIRECTION_TASKS,
-            test_equals_train=True,
-            task_parameter="direction",
-            make_env=partial(AntTaskEnv, objective="direction"),
-            metadata={"encode_task": scalar_encoder("direction")},
-        )
+ANT_DIR = register_family(
+    TaskFamily(
+        name="AntDir",
+        description="Ant-v5 running forward (d=+1) or backward (d=-1), horizon 200",
+        citation=(
+            "Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3; "
+            "Rakelly et al. (2019), PEARL, Ant-Fwd-Back"
+        ),
+        sample_tasks=sample_directions,
+        make_vector_env=_make_vector_env("direction"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=2,
+        num_test_tasks=2,
+        fixed_tasks=DIRECTION_TASKS,
+        test_equals_train=True,
+        task_parameter="direction",
+        make_env=partial(AntTaskEnv, objective="direction"),
+        encode_task=scalar_encoder("direction"),
     )
 )
 
-ANT_DIR_2D = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="AntDir2D",
-            description="Ant-v5 running along an angle θ ~ U[0, 2π), 100/30 tasks, horizon 200",
-            citation="Rakelly et al. (2019), PEARL code, AntDirEnv(forward_backward=False)",
-            sample_tasks=sample_angles,
-            make_vector_env=_make_vector_env("angle"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=100,
-            num_test_tasks=30,
-            task_parameter="angle",
-            make_env=partial(AntTaskEnv, objective="angle"),
-            metadata={"encode_task": angle_encoder("angle")},
-        )
+ANT_DIR_2D = register_family(
+    TaskFamily(
+        name="AntDir2D",
+        description="Ant-v5 running along an angle θ ~ U[0, 2π), 100/30 tasks, horizon 200",
+        citation="Rakelly et al. (2019), PEARL code, AntDirEnv(forward_backward=False)",
+        sample_tasks=sample_angles,
+        make_vector_env=_make_vector_env("angle"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=100,
+        num_test_tasks=30,
+        task_parameter="angle",
+        make_env=partial(AntTaskEnv, objective="angle"),
+        encode_task=angle_encoder("angle"),
     )
+
 )
 
-ANT_GOAL = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="AntGoal",
-            description="Ant-v5 to a goal uniform in the disc of radius 3, 150/30 tasks, horizon 200",
-            citation="Rakelly et al. (2019), PEARL, Ant-Goal-2D",
-            sample_tasks=sample_goals_in_disc(0.0, GOAL_RADIUS),
-            make_vector_env=_make_vector_env("goal"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=150,
-            num_test_tasks=30,
-            task_parameter="goal",
-            sample_ood_tasks=sample_goals_in_disc(GOAL_RADIUS, 4.0),
-            make_env=partial(AntTaskEnv, objective="goal"),
-            metadata={"encode_task": vector_encoder("goal", 2)},
-        )
+ANT_GOAL = register_family(
+    TaskFamily(
+        name="AntGoal",
+        description="Ant-v5 to a goal uniform in the disc of radius 3, 150/30 tasks, horizon 200",
+        citation="Rakelly et al. (2019), PEARL, Ant-Goal-2D",
+        sample_tasks=sample_goals_in_disc(0.0, GOAL_RADIUS),
+        make_vector_env=_make_vector_env("goal"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=150,
+        num_test_tasks=30,
+        task_parameter="goal",
+        sample_ood_tasks=sample_goals_in_disc(GOAL_RADIUS, 4.0),
+        make_env=partial(AntTaskEnv, objective="goal"),
+        encode_task=vector_encoder("goal", 2),
     )
 )

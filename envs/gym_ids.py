@@ -1,31 +1,23 @@
-"""Gymnasium ids for the task families: ``gymnasium.make("metarl/<family name>-v0", task=...)``."""
+"""Gymnasium ids for the task families: ``gymnasium.make("metarl/<family name>-v0", task=...)``.
+
+:func:`metarl.tasks.register_family` registers them; this module keeps the name function and,
+for family modules written before issue 14, ``register_gym_id``.
+"""
 
 from __future__ import annotations
 
-import gymnasium
+import warnings
 
-from metarl.tasks import TaskFamily
+from metarl.tasks import TaskFamily, gym_id, register_family
 
-
-def gym_id(family_name: str) -> str:
-    """The Gymnasium id of a family, e.g. ``metarl/HalfCheetahVel-PEARL-v0``."""
-    return f"metarl/{family_name}-v0"
+__all__ = ["gym_id", "register_gym_id"]
 
 
 def register_gym_id(family: TaskFamily) -> TaskFamily:
-    """Register ``family.make_env`` under :func:`gym_id` with the family's horizon as time limit.
-
-    The family's single env takes ``task=None`` (then a default task) as keyword argument.
-    """
+    """Deprecated: ``register_family`` now registers the Gymnasium id too.  Kept so that
+    ``register_gym_id(register_family(TaskFamily(...)))`` in a user's module keeps working."""
+    warnings.warn("register_gym_id is no longer needed: register_family(TaskFamily(...)) registers the "
+                  "Gymnasium id too (family.gym_id)", DeprecationWarning, stacklevel=2)
     if family.make_env is None:
         raise ValueError(f"family {family.name!r} has no make_env to register with Gymnasium")
-    env_id = gym_id(family.name)
-    if env_id in gymnasium.registry:
-        del gymnasium.registry[env_id]  # re-registering replaces, as register_family does
-    gymnasium.register(
-        id=env_id,
-        entry_point=family.make_env,
-        max_episode_steps=family.max_episode_steps,
-    )
-    family.metadata["gym_id"] = env_id
-    return family
+    return family if family.gym_id is not None else register_family(family)

@@ -22,7 +22,6 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import scalar_encoder
 from metarl.envs.task_distributions import DIRECTION_TASKS, sample_directions, sample_velocities
 from metarl.tasks import MetaRLError, Task, TaskFamily, register_family
@@ -116,69 +115,63 @@ def _make_vector_env(objective: str):
     )
 
 
-HALF_CHEETAH_VEL_MAML = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="HalfCheetahVel-MAML",
-            description="HalfCheetah-v5 at a target velocity v* ~ U[0, 2], horizon 200",
-            citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
-            sample_tasks=sample_velocities(0.0, 2.0),
-            make_vector_env=_make_vector_env("velocity"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=None,
-            num_test_tasks=40,
-            task_parameter="velocity",
-            sample_ood_tasks=sample_velocities(2.0, 3.0),
-            make_env=partial(HalfCheetahTaskEnv, objective="velocity"),
-            metadata={"encode_task": scalar_encoder("velocity")},
-        )
+HALF_CHEETAH_VEL_MAML = register_family(
+    TaskFamily(
+        name="HalfCheetahVel-MAML",
+        description="HalfCheetah-v5 at a target velocity v* ~ U[0, 2], horizon 200",
+        citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3",
+        sample_tasks=sample_velocities(0.0, 2.0),
+        make_vector_env=_make_vector_env("velocity"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=None,
+        num_test_tasks=40,
+        task_parameter="velocity",
+        sample_ood_tasks=sample_velocities(2.0, 3.0),
+        make_env=partial(HalfCheetahTaskEnv, objective="velocity"),
+        encode_task=scalar_encoder("velocity"),
     )
 )
 
-HALF_CHEETAH_VEL_PEARL = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="HalfCheetahVel-PEARL",
-            description="HalfCheetah-v5 at a target velocity v* ~ U[0, 3], 100/30 tasks, horizon 200",
-            citation="Rakelly et al. (2019), PEARL, Half-Cheetah-Vel",
-            sample_tasks=sample_velocities(0.0, 3.0),
-            make_vector_env=_make_vector_env("velocity"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=100,
-            num_test_tasks=30,
-            task_parameter="velocity",
-            sample_ood_tasks=sample_velocities(3.0, 4.0),
-            make_env=partial(HalfCheetahTaskEnv, objective="velocity"),
-            metadata={"encode_task": scalar_encoder("velocity")},
-        )
+HALF_CHEETAH_VEL_PEARL = register_family(
+    TaskFamily(
+        name="HalfCheetahVel-PEARL",
+        description="HalfCheetah-v5 at a target velocity v* ~ U[0, 3], 100/30 tasks, horizon 200",
+        citation="Rakelly et al. (2019), PEARL, Half-Cheetah-Vel",
+        sample_tasks=sample_velocities(0.0, 3.0),
+        make_vector_env=_make_vector_env("velocity"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=100,
+        num_test_tasks=30,
+        task_parameter="velocity",
+        sample_ood_tasks=sample_velocities(3.0, 4.0),
+        make_env=partial(HalfCheetahTaskEnv, objective="velocity"),
+        encode_task=scalar_encoder("velocity"),
     )
 )
 
-HALF_CHEETAH_DIR = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="HalfCheetahDir",
-            description="HalfCheetah-v5 running forward (d=+1) or backward (d=-1), horizon 200",
-            citation=(
-                "Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3; "
-                "Rakelly et al. (2019), PEARL, Half-Cheetah-Fwd-Back"
-            ),
-            sample_tasks=sample_directions,
-            make_vector_env=_make_vector_env("direction"),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=2,
-            num_test_tasks=2,
-            fixed_tasks=DIRECTION_TASKS,
-            test_equals_train=True,
-            task_parameter="direction",
-            make_env=partial(HalfCheetahTaskEnv, objective="direction"),
-            metadata={"encode_task": scalar_encoder("direction")},
-        )
+HALF_CHEETAH_DIR = register_family(
+    TaskFamily(
+        name="HalfCheetahDir",
+        description="HalfCheetah-v5 running forward (d=+1) or backward (d=-1), horizon 200",
+        citation=(
+            "Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.3; "
+            "Rakelly et al. (2019), PEARL, Half-Cheetah-Fwd-Back"
+        ),
+        sample_tasks=sample_directions,
+        make_vector_env=_make_vector_env("direction"),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=2,
+        num_test_tasks=2,
+        fixed_tasks=DIRECTION_TASKS,
+        test_equals_train=True,
+        task_parameter="direction",
+        make_env=partial(HalfCheetahTaskEnv, objective="direction"),
+        encode_task=scalar_encoder("direction"),
     )
 )

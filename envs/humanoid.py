@@ -16,7 +16,6 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
 from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import angle_encoder
 from metarl.envs.task_distributions import sample_angles
 from metarl.tasks import Task, TaskFamily, register_family
@@ -130,22 +129,21 @@ class HumanoidDirKernel(BatchKernel):
         return sum(terms.values()), ~healthy, infos
 
 
-HUMANOID_DIR = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="HumanoidDir",
-            description="Humanoid-v5 moving along an angle θ ~ U[0, 2π), 100/30 tasks, horizon 200",
-            citation="Rakelly et al. (2019), PEARL, Humanoid-Dir",
-            sample_tasks=sample_angles,
-            make_vector_env=mujoco_vector_env_factory(HumanoidDirKernel, HumanoidDirEnv, HORIZON),
-            engines=ENGINES,
-            auto_engine="auto",
-            max_episode_steps=HORIZON,
-            num_train_tasks=100,
-            num_test_tasks=30,
-            task_parameter="angle",
-            make_env=HumanoidDirEnv,
-            metadata={"encode_task": angle_encoder("angle")},
-        )
+HUMANOID_DIR = register_family(
+    TaskFamily(
+        name="HumanoidDir",
+        description="Humanoid-v5 moving along an angle θ ~ U[0, 2π), 100/30 tasks, horizon 200",
+        citation="Rakelly et al. (2019), PEARL, Humanoid-Dir",
+        sample_tasks=sample_angles,
+        make_vector_env=mujoco_vector_env_factory(HumanoidDirKernel, HumanoidDirEnv, HORIZON),
+        engines=ENGINES,
+        auto_engine="auto",
+        max_episode_steps=HORIZON,
+        num_train_tasks=100,
+        num_test_tasks=30,
+        task_parameter="angle",
+        make_env=HumanoidDirEnv,
+        encode_task=angle_encoder("angle"),
     )
+
 )

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.gym_ids import register_gym_id
 from metarl.tasks import MetaRLError, Task, TaskFamily, register_family
 from metarl.vector_env import GymVectorTaskEnv
 
@@ -295,7 +294,7 @@ def register_metaworld_families() -> list[TaskFamily]:
         return []
     families = [metaworld_family("ML10"), metaworld_family("ML45")]
     families += [metaworld_family("ML1", name) for name in metaworld.ML1.ENV_NAMES]
-    return [register_gym_id(register_family(family)) for family in families]
+    return [register_family(family) for family in families]
 
 
 METAWORLD_FAMILIES = register_metaworld_families()

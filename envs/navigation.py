@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
 from metarl.envs.point_mass import PointMassBatch, PointMassEnv
@@ -67,22 +66,20 @@ class NavigationEnv(PointMassEnv):
         super().__init__(NavigationVectorEnv(1), task or {"goal": [0.0, 0.0]})
 
 
-NAVIGATION = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="Navigation2D",
-            description="point mass to a goal in U[-0.5,0.5]^2, reward -distance, horizon 100",
-            citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.2",
-            sample_tasks=sample_goals,
-            make_vector_env=lambda num_envs, *, seed=0: NavigationVectorEnv(num_envs, seed=seed),
-            max_episode_steps=HORIZON,
-            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
-            num_test_tasks=40,
-            num_train_tasks=None,
-            task_parameter="goal",
-            sample_ood_tasks=sample_ood_goals,
-            make_env=NavigationEnv,
-            metadata={"encode_task": vector_encoder("goal", 2)},
-        )
+NAVIGATION = register_family(
+    TaskFamily(
+        name="Navigation2D",
+        description="point mass to a goal in U[-0.5,0.5]^2, reward -distance, horizon 100",
+        citation="Finn, Abbeel & Levine (2017), Model-Agnostic Meta-Learning, sec. 5.2",
+        sample_tasks=sample_goals,
+        make_vector_env=lambda num_envs, *, seed=0: NavigationVectorEnv(num_envs, seed=seed),
+        max_episode_steps=HORIZON,
+        auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
+        num_test_tasks=40,
+        num_train_tasks=None,
+        task_parameter="goal",
+        sample_ood_tasks=sample_ood_goals,
+        make_env=NavigationEnv,
+        encode_task=vector_encoder("goal", 2),
     )
 )

@@ -3,32 +3,18 @@
 The shipped families never put the task in the observation (the agent must infer it).  The MAML
 paper compares against an *oracle* policy that sees the task; :class:`TaskRevealingVectorEnv`
 builds that explicitly by appending a numeric encoding of each sub-env's task to its
-observations.  Every family stores its encoder in ``family.metadata["encode_task"]``.
+observations.  A family declares its encoder as ``TaskFamily(encode_task=...)``, built with the
+helpers here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from metarl.tasks import Task
+from metarl.tasks import Task, TaskEncoder
 from metarl.vector_env import VectorTaskEnv, check_tasks
-
-
-@dataclass(frozen=True)
-class TaskEncoder:
-    """A callable ``Task -> [dim] float32`` numeric encoding, with its size known up front."""
-
-    dim: int
-    encode: Callable[[Task], np.ndarray]
-
-    def __call__(self, task: Task) -> np.ndarray:
-        encoding = np.asarray(self.encode(task), dtype=np.float32).reshape(-1)
-        if encoding.shape != (self.dim,):
-            raise ValueError(f"task encoding has shape {encoding.shape}; expected ({self.dim},)")
-        return encoding
 
 
 def scalar_encoder(key: str) -> TaskEncoder:
@@ -53,7 +39,7 @@ class TaskRevealingVectorEnv:
     """Wraps a :class:`~metarl.vector_env.VectorTaskEnv`; observations become
     ``[num_envs, observation_dim + encode_task.dim]``: the env's observation, then the task code.
 
-    ``encode_task`` is a :class:`TaskEncoder` (e.g. ``family.metadata["encode_task"]``).
+    ``encode_task`` is a :class:`~metarl.tasks.TaskEncoder` (e.g. ``family.encode_task``).
     Until :meth:`set_tasks` is called the appended encoding is zero.
     """
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import vector_encoder
 from metarl.tasks import Task, TaskFamily, register_family
 from metarl.envs.point_mass import PointMassBatch, PointMassEnv
@@ -112,49 +111,45 @@ def _make_sparse_env(task: Task | None = None, **kwargs: Any) -> PointRobotEnv:
     return PointRobotEnv(task, sparse=True, **kwargs)
 
 
-POINT_ROBOT_DENSE = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="PointRobot-Dense",
-            description="point to a goal in U[-1,1]^2, reward -distance, horizon 20, 80/20 tasks",
-            citation="Rakelly et al. (2019), PEARL, appendix: point-robot 2D navigation",
-            sample_tasks=sample_dense_goals,
-            make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
-                num_envs, sparse=False, seed=seed
-            ),
-            max_episode_steps=HORIZON,
-            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
-            num_train_tasks=80,
-            num_test_tasks=20,
-            task_parameter="goal",
-            sample_ood_tasks=sample_ood_dense_goals,
-            make_env=_make_dense_env,
-            metadata={"encode_task": vector_encoder("goal", 2)},
-        )
+POINT_ROBOT_DENSE = register_family(
+    TaskFamily(
+        name="PointRobot-Dense",
+        description="point to a goal in U[-1,1]^2, reward -distance, horizon 20, 80/20 tasks",
+        citation="Rakelly et al. (2019), PEARL, appendix: point-robot 2D navigation",
+        sample_tasks=sample_dense_goals,
+        make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
+            num_envs, sparse=False, seed=seed
+        ),
+        max_episode_steps=HORIZON,
+        auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
+        num_train_tasks=80,
+        num_test_tasks=20,
+        task_parameter="goal",
+        sample_ood_tasks=sample_ood_dense_goals,
+        make_env=_make_dense_env,
+        encode_task=vector_encoder("goal", 2),
     )
 )
 
-POINT_ROBOT_SPARSE = register_gym_id(
-    register_family(
-        TaskFamily(
-            name="PointRobot-Sparse",
-            description=(
-                "point to a goal on the unit half-circle, reward 1-d inside radius 0.2 else 0 "
-                "(dense reward in info), horizon 20, 80/20 of 100 evenly spaced goals"
-            ),
-            citation="Rakelly et al. (2019), PEARL, appendix: sparse-point-robot",
-            sample_tasks=sample_sparse_goals,
-            make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
-                num_envs, sparse=True, seed=seed
-            ),
-            max_episode_steps=HORIZON,
-            auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
-            num_train_tasks=80,
-            num_test_tasks=20,
-            fixed_tasks=SPARSE_GOALS,
-            task_parameter="goal",
-            make_env=_make_sparse_env,
-            metadata={"encode_task": vector_encoder("goal", 2)},
-        )
+POINT_ROBOT_SPARSE = register_family(
+    TaskFamily(
+        name="PointRobot-Sparse",
+        description=(
+            "point to a goal on the unit half-circle, reward 1-d inside radius 0.2 else 0 "
+            "(dense reward in info), horizon 20, 80/20 of 100 evenly spaced goals"
+        ),
+        citation="Rakelly et al. (2019), PEARL, appendix: sparse-point-robot",
+        sample_tasks=sample_sparse_goals,
+        make_vector_env=lambda num_envs, *, seed=0: PointRobotVectorEnv(
+            num_envs, sparse=True, seed=seed
+        ),
+        max_episode_steps=HORIZON,
+        auto_engine="serial",  # a NumPy batch: microseconds a step, nothing to split
+        num_train_tasks=80,
+        num_test_tasks=20,
+        fixed_tasks=SPARSE_GOALS,
+        task_parameter="goal",
+        make_env=_make_sparse_env,
+        encode_task=vector_encoder("goal", 2),
     )
 )

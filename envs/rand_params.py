@@ -24,7 +24,6 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
 from metarl.envs.engine import ENGINES, BatchKernel, FieldGetter, load_model, mujoco_vector_env_factory
-from metarl.envs.gym_ids import register_gym_id
 from metarl.envs.oracle import TaskEncoder
 from metarl.tasks import MetaRLError, Task, TaskFamily, register_family
 
@@ -194,29 +193,28 @@ class RandParamsKernel(BatchKernel):
 
 
 def _register(name: str, robot: str, env_class: type, citation: str) -> TaskFamily:
-    return register_gym_id(
-        register_family(
-            TaskFamily(
-                name=name,
-                description=(
-                    f"{robot} with body mass, inertia, friction x 1.5^U(-3,3) and damping "
-                    "x 1.3^U(-3,3), 40/10 tasks, horizon 200"
-                ),
-                citation=citation,
-                sample_tasks=sample_parameter_tasks(robot),
-                make_vector_env=mujoco_vector_env_factory(
-                    partial(RandParamsKernel, robot=robot), env_class, HORIZON
-                ),
-                engines=ENGINES,
-                auto_engine="auto",
-                max_episode_steps=HORIZON,
-                num_train_tasks=40,
-                num_test_tasks=10,
-                make_env=env_class,
-                metadata={"encode_task": parameter_encoder(robot)},
-            )
+    return register_family(
+        TaskFamily(
+            name=name,
+            description=(
+                f"{robot} with body mass, inertia, friction x 1.5^U(-3,3) and damping "
+                "x 1.3^U(-3,3), 40/10 tasks, horizon 200"
+            ),
+            citation=citation,
+            sample_tasks=sample_parameter_tasks(robot),
+            make_vector_env=mujoco_vector_env_factory(
+                partial(RandParamsKernel, robot=robot), env_class, HORIZON
+            ),
+            engines=ENGINES,
+            auto_engine="auto",
+            max_episode_steps=HORIZON,
+            num_train_tasks=40,
+            num_test_tasks=10,
+            make_env=env_class,
+            encode_task=parameter_encoder(robot),
         )
     )
+
 
 
 HOPPER_RAND_PARAMS = _register(

@@ -59,7 +59,7 @@ class MAML:
     def __init__(self, config: MAMLConfig, *, source: FewShotTaskSource, device: torch.device,
                  generator: torch.Generator):
         if config.num_inner_steps < 1:
-            raise MetaRLError(f"learner_options.num_inner_steps: {config.num_inner_steps}; accepted: >= 1")
+            raise MetaRLError(f"agent_options.num_inner_steps: {config.num_inner_steps}; accepted: >= 1")
         self.config = config
         self.meta_batch_size = config.meta_batch_size
         self.device = device

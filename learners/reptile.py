@@ -52,7 +52,7 @@ class Reptile:
     def __init__(self, config: ReptileConfig, *, source: FewShotTaskSource, device: torch.device,
                  generator: torch.Generator):
         if config.num_inner_steps < 1:
-            raise MetaRLError(f"learner_options.num_inner_steps: {config.num_inner_steps}; accepted: >= 1")
+            raise MetaRLError(f"agent_options.num_inner_steps: {config.num_inner_steps}; accepted: >= 1")
         self.config = config
         self.meta_batch_size = config.meta_batch_size
         self.device = device

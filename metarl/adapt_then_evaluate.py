@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaAgent
-from metarl.evaluate import _stage_entry
+from metarl.evaluate import stage_entry
 from metarl.rollout import Sampler
 from metarl.stats import summarize
 from metarl.tasks import MetaRLError, Task
@@ -183,8 +183,8 @@ def adapt_then_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task
     def joined(key: str) -> np.ndarray | None:
         return np.concatenate(columns[key]) if columns.get(key) else None
 
-    stages = [_stage_entry(0, joined("return_before"), joined("success_before"), joined("length_before")),
-              _stage_entry(1, joined("return"), joined("success"), joined("length"))]
+    stages = [stage_entry(0, joined("return_before"), joined("success_before"), joined("length_before")),
+              stage_entry(1, joined("return"), joined("success"), joined("length"))]
     return {
         "protocol": NAME,
         "protocol_options": asdict(options),

@@ -88,8 +88,9 @@ def check_compatible(checkpoint_config: dict[str, Any], config: dict[str, Any]) 
         # options, added later) is the one now: its run was written before the option existed.
         checkpoint_config["evaluation"] = {**config["evaluation"], **checkpoint_config["evaluation"]}
     checkpoint_config["agent_options"] = resolved_agent_options(
-        checkpoint_config["agent"], checkpoint_config["agent_options"])
-    config = {**config, "agent_options": resolved_agent_options(config["agent"], config["agent_options"])}
+        checkpoint_config["env"], checkpoint_config["agent"], checkpoint_config["agent_options"])
+    config = {**config, "agent_options": resolved_agent_options(
+        config["env"], config["agent"], config["agent_options"])}
     differences = [
         key for key in sorted(set(checkpoint_config) | set(config))
         if key not in ignored and checkpoint_config.get(key) != config.get(key)

@@ -175,7 +175,8 @@ def _train_group(options: argparse.Namespace, config_path: str | None, overrides
 def _evaluate_dir(run_dir: Path, *, split: str, seeds: list[int] | None, num_tasks: int | None,
                   device: str | None) -> dict:
     """Evaluate a run directory's latest checkpoint with the shared protocol; the result carries
-    ``run_dir, split, seeds, iteration, env, agent, train_env_steps``."""
+    ``run_dir, split, seeds, iteration, env, agent, task_parameter`` and the training steps
+    (``train_env_steps`` for RL, ``train_examples`` for supervised runs)."""
     from metarl.evaluate import combine_seeds
     from metarl.train import evaluate_run, load_run
 
@@ -191,7 +192,8 @@ def _evaluate_dir(run_dir: Path, *, split: str, seeds: list[int] | None, num_tas
     result = combine_seeds(results) if len(results) > 1 else results[0]
     result.update({"run_dir": str(run_dir), "split": split, "seeds": seeds, "iteration": iteration,
                    "env": run.config.env, "agent": run.config.agent, "requested_num_tasks": num_tasks,
-                   "train_env_steps": run.sampler.env_steps})
+                   "task_parameter": run.task_parameter, f"train_{run.steps_name}": run.steps,
+                   "train_steps": run.steps})
     return result
 
 
@@ -211,7 +213,6 @@ def _evaluate_and_write(options: argparse.Namespace) -> int:
     from metarl.logger import Logger
     from metarl.adapt_then_evaluate import format_protocol_table
     from metarl.plots import adaptation_curve_figure, per_class_figure, per_task_figure, save_figure
-    from metarl.tasks import get_family
 
     run_dir = Path(options.run_dir)
     result = _evaluate_dir(run_dir, split=options.split, seeds=options.seeds,
@@ -220,7 +221,7 @@ def _evaluate_and_write(options: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1))
     logger = Logger(run_dir)
     logger.log_scalars(evaluation_scalars(result, prefix=f"eval_{options.split}"),
-                       step=result["train_env_steps"])
+                       step=result["train_steps"])
     logger.close()
     title = (f"{result['agent']} on {result['env']}, iteration {result['iteration']}, "
              f"{options.split} split, seeds {result['seeds']}")
@@ -231,7 +232,7 @@ def _evaluate_and_write(options: argparse.Namespace) -> int:
                                run_dir / f"{_eval_name(options.split)}_per_task.png")
         print(format_protocol_table(result, title=title))
     else:
-        per_task = save_figure(per_task_figure(result, get_family(result["env"]).task_parameter, title=title),
+        per_task = save_figure(per_task_figure(result, result["task_parameter"], title=title),
                                run_dir / f"{_eval_name(options.split)}_per_task.png")
         print(format_table(result, title=title))
     print(f"wrote {out}, {png} and {per_task}")
@@ -259,7 +260,7 @@ def _cached_or_evaluate(run_dir: Path, options: argparse.Namespace) -> dict:
 
 
 def cmd_compare(options: argparse.Namespace) -> int:
-    from metarl.evaluate import combine_seeds, compare_table
+    from metarl.evaluate import combine_seeds, common_metric, compare_table
     from metarl.plots import adaptation_curve_figure, save_figure
 
     results = [_cached_or_evaluate(run_dir, options) for run_dir in _expand_groups(options.run_dirs)]
@@ -282,7 +283,8 @@ def cmd_compare(options: argparse.Namespace) -> int:
         if len(set(labels)) < len(labels):  # the same agent and seed twice: name the directories
             labels = [f"{label} ({Path(r['run_dir']).name})" for label, r in zip(labels, results)]
         labelled = list(zip(labels, results))
-    title = f"{', '.join(envs)}: held-out return by adaptation stage ({options.split} split)"
+    metric = common_metric(results)  # RL returns and supervised accuracies never share a table
+    title = f"{', '.join(envs)}: held-out {metric} by adaptation stage ({options.split} split)"
     print(title)
     print(compare_table(labelled))
     png = save_figure(adaptation_curve_figure(labelled, title=title), Path(options.output))
@@ -312,7 +314,7 @@ def _compare_over_seeds(results: list[dict], output: Path) -> None:
 
     import numpy as np
 
-    from metarl.evaluate import seed_score_matrices, seeds_table
+    from metarl.evaluate import LOWER_IS_BETTER, common_metric, seed_score_matrices, seeds_table
     from metarl.plots import save_figure, seeds_figure
     from metarl.stats import over_seeds, performance_profile, probability_of_improvement_ci
 
@@ -325,6 +327,7 @@ def _compare_over_seeds(results: list[dict], output: Path) -> None:
         label = agent if len(envs) == 1 else f"{agent} on {env}"
         matrices = seed_score_matrices(runs)
         groups[label] = {"env": env, "agent": agent, "unit": runs[0]["adaptation_unit"],
+                         "metric": common_metric(runs),
                          "run_dirs": [r["run_dir"] for r in runs], "matrices": matrices,
                          "stages": [over_seeds(m, seed=k) for k, m in enumerate(matrices)]}
     for env in envs:  # one threshold grid per env, so its agents' profiles share an axis
@@ -340,10 +343,13 @@ def _compare_over_seeds(results: list[dict], output: Path) -> None:
     for (x, gx), (y, gy) in combinations(groups.items(), 2):
         if gx["env"] != gy["env"] or gx["matrices"][-1].shape[1] != gy["matrices"][-1].shape[1]:
             continue
-        improvement = probability_of_improvement_ci(gx["matrices"][-1], gy["matrices"][-1])
+        # "x better than y": for an error (mse), x's lower values are the improvement.
+        sign = -1.0 if gx["metric"] in LOWER_IS_BETTER else 1.0
+        improvement = probability_of_improvement_ci(sign * gx["matrices"][-1], sign * gy["matrices"][-1])
         improvements[f"P({x} > {y})"] = improvement
         low, high = improvement["ci"]
-        print(f"P({x} > {y}) at the last stage: {improvement['probability']:.2f} [{low:.2f}, {high:.2f}]")
+        better = " (lower mse)" if sign < 0 else ""
+        print(f"P({x} > {y}){better} at the last stage: {improvement['probability']:.2f} [{low:.2f}, {high:.2f}]")
     png = save_figure(seeds_figure(list(groups.items()), title="statistics over training seeds"),
                       output.with_name(output.stem + "_seeds.png"))
     data = {"groups": {label: {k: v for k, v in g.items() if k not in ("matrices", "profile")}
@@ -368,22 +374,25 @@ def cmd_list(options: argparse.Namespace) -> int:
     from metarl.config import read_yaml
     from metarl.envs.metaworld import available as metaworld_available, is_metaworld_name
 
-    print("env families:")
+    print("env families (RL; env=NAME):")
     for family in list_families():
-        print(f"  {family.name:<28} {family.description}  [{family.citation}]")
+        facts = [f"Gymnasium id {family.gym_id}" if family.gym_id else "no Gymnasium id",
+                 f"oracle sees a {family.encode_task.dim}-number task code" if family.encode_task
+                 else "no task encoder (no oracle)"]
+        print(f"  {family.name:<28} {family.description}  [{family.citation}]  ({'; '.join(facts)})")
     if not metaworld_available():
         print(f"  {'ML1-<env>, ML10, ML45':<28} Meta-World: install the extra, "
               "pip install 'metarl[metaworld]' (README, Install)")
-    print("RL agents:")
+    print("RL agents (agent=NAME with an env family):")
     for spec in list_agents():
         print(f"  {spec.name:<28} {spec.description}")
     from metarl.supervised.learner import list_learners
     from metarl.supervised.task_source import list_sources
 
-    print("supervised few-shot task sources (metarl.supervised):")
+    print("supervised few-shot task sources (metarl.supervised; env=NAME):")
     for source in list_sources():
         print(f"  {source.name:<28} {source.description}")
-    print("supervised few-shot learners (metarl.learners):")
+    print("supervised few-shot learners (metarl.learners; agent=NAME with a task source):")
     for learner in list_learners():
         print(f"  {learner.name:<28} {learner.description}")
     print("shipped configs (metarl train NAME; budgets: metarl list --configs):")

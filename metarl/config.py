@@ -28,10 +28,11 @@ class EvaluationConfig:
     num_tasks: int = 40
     """Held-out tasks evaluated (at most the family's test split; MAML used 40)."""
     num_stages: int = 3
-    """Adaptation stages after the first: gradient steps (MAML), further episodes (RL²),
-    further trajectories (PEARL).  Stage 0 is the meta-learned policy before adaptation."""
+    """Adaptation stages after the first: gradient steps (MAML, and the gradient-based few-shot
+    learners), further episodes (RL²), further trajectories (PEARL).  Stage 0 is the meta-learned
+    state before adaptation; a metric-based few-shot learner has its one stage only."""
     episodes_per_stage: int = 40
-    """Episodes per task and stage (MAML: the batch each gradient step is computed from; the
+    """RL: episodes per task and stage (MAML: the batch each gradient step is computed from; the
     MAML paper used 40 for 2D navigation and 20 for the MuJoCo families)."""
     protocol: str = "auto"
     """``stages`` (the adaptation curve above), ``adapt_then_evaluate`` (Meta-World's protocol,
@@ -60,9 +61,11 @@ class TrainConfig:
     """A whole training run.  The defaults train MAML-TRPO on 2D navigation."""
 
     env: str = "Navigation2D"
-    """Task family name (``metarl list`` shows them)."""
+    """The task distribution: an RL task family, or a supervised few-shot task source
+    (``Sinusoid``, ``Glyphs``, ``Omniglot``); ``metarl list`` shows both sides."""
     agent: str = "maml_trpo"
-    """Agent name (``metarl list`` shows them)."""
+    """What meta-learns on it: an RL agent for a family, a few-shot learner for a source
+    (``metarl list`` shows them apart)."""
     seed: int = 0
     """Seeds the task split, task draws, network initialisation and action noise."""
     device: str = "auto"
@@ -88,9 +91,10 @@ class TrainConfig:
     --import MODULE`` sets it); recorded, so evaluate and resume need no flag."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     env_options: dict = field(default_factory=dict)
-    """Passed to the family's vector-env constructor (e.g. ``engine``)."""
+    """RL: passed to the family's vector-env constructor (e.g. ``engine``).  Supervised: the
+    source's options (``path``, ``num_ways``, ...) and ``num_shots`` / ``num_query``."""
     agent_options: dict = field(default_factory=dict)
-    """Overrides of the agent's own config dataclass (validated against it)."""
+    """Overrides of the agent's (or learner's) own config dataclass (validated against it)."""
 
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -250,41 +254,37 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
         keys, value = parse_override(text)
         _set_nested(tree, keys, value)
     config = build_dataclass(TrainConfig, tree)
-    from metarl.registry import get_agent_spec, import_modules
-    from metarl.tasks import get_family
+    from metarl.registry import import_modules
+    from metarl.runs import kind_of
 
     import_modules(config.imports)
-    family = get_family(config.env)  # raises on an unknown family, listing the accepted ones
-    from metarl.envs.parallel import check_env_options
-
-    check_env_options(family, config.env_options)  # before a run directory is made
-    spec = get_agent_spec(config.agent)
-    options = build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
-    # Keep the checked values (``'3e-4'`` became 0.0003), so config.yaml records numbers.
-    config = replace(config, agent_options={key: getattr(options, key) for key in config.agent_options})
+    # The RL side or the supervised side, by the env's name; an unknown name lists both sides'.
+    # Checks options by name before a run directory is made, and keeps the checked values
+    # (``'3e-4'`` became 0.0003), so config.yaml records numbers.
+    config = kind_of(config.env).check(config)
     if config.device not in ("auto", "cpu", "cuda"):
         raise MetaRLError(f"config key 'device': {config.device!r}; accepted: auto, cpu, cuda")
     return config
 
 
 def agent_config(config: TrainConfig) -> Any:
-    from metarl.registry import get_agent_spec
+    """The resolved options of the config's agent (RL) or learner (supervised)."""
+    from metarl.runs import agent_config as resolved
 
-    spec = get_agent_spec(config.agent)
-    return build_dataclass(spec.config_class, config.agent_options, prefix="agent_options.")
+    return resolved(config)
 
 
-def resolved_agent_options(agent: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Every option of ``agent``: ``options`` checked (``'3e-4'`` becomes 0.0003) and the
-    agent's defaults for the rest, as plain values."""
-    from metarl.registry import get_agent_spec
+def resolved_agent_options(env: str, agent: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``agent`` (an RL agent or a supervised learner, on ``env``'s side):
+    ``options`` checked (``'3e-4'`` becomes 0.0003) and the defaults for the rest, as plain values."""
+    from metarl.runs import kind_of
 
-    spec = get_agent_spec(agent)
-    return to_dict(build_dataclass(spec.config_class, options, prefix="agent_options."))
+    cls = kind_of(env).agent_config_class(agent)
+    return to_dict(build_dataclass(cls, options, prefix="agent_options."))
 
 
 def with_resolved_agent_options(config: TrainConfig) -> TrainConfig:
     """``config`` with every agent option written out, defaults included, so that a run's
     ``config.yaml`` and checkpoints rebuild the same agent after a later metarl changes the
     defaults (issue 15 changed MAML-TRPO's network)."""
-    return replace(config, agent_options=resolved_agent_options(config.agent, config.agent_options))
+    return replace(config, agent_options=resolved_agent_options(config.env, config.agent, config.agent_options))

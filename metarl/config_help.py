@@ -113,16 +113,15 @@ def train_keys_help(config_path: str | None, overrides: list[str]) -> str:
     and the chosen agent's ``agent_options``, with the values ``config_path`` and
     ``overrides`` give (the defaults when neither is given)."""
     from metarl.config import TrainConfig, agent_config, load_config
-    from metarl.registry import get_agent_spec
 
     config = load_config(config_path, overrides)
-    spec = get_agent_spec(config.agent)
+    resolved = agent_config(config)
     rows = [row for row in describe(TrainConfig, config) if row.key != "agent_options"]
-    rows += describe(spec.config_class, agent_config(config), prefix="agent_options.")
+    rows += describe(type(resolved), resolved, prefix="agent_options.")
     source = " ".join([config_path or "defaults", *overrides])
     return (f"config keys (KEY  TYPE  VALUE for {source}  DOC); set any with key=value, e.g. "
             "evaluation.interval=10 agent_options.meta_batch_size=10\n"
-            f"agent_options are {spec.config_class.__name__}'s, the options of agent={config.agent} "
+            f"agent_options are {type(resolved).__name__}'s, the options of agent={config.agent} "
             "(pick another agent to see its own):\n" + format_keys(rows))
 
 
@@ -138,20 +137,18 @@ TIME_LINE = "# time per iteration:"
 
 
 def shipped_configs_table() -> str:
-    """A line per shipped config: family, agent, iterations, training env steps and gradient
-    steps in all (from the agent's ``budget``), and the time per iteration measured on 2 CPU
-    cores (the config's ``# time per iteration:`` comment)."""
+    """A line per shipped config: family (or few-shot source), agent (or learner), iterations,
+    training env steps (supervised: labelled examples) and gradient steps in all (from the
+    side's ``budget``), and the time per iteration measured on 2 CPU cores (the config's
+    ``# time per iteration:`` comment)."""
     from pathlib import Path
 
     from metarl import configs
-    from metarl.config import agent_config, load_config
-    from metarl.registry import get_agent_spec
-    from metarl.tasks import get_family
-
-    from metarl.config import read_yaml
+    from metarl.config import load_config, read_yaml
+    from metarl.runs import kind_of
     from metarl.envs.metaworld import available as metaworld_available, is_metaworld_name
 
-    rows = [("config", "family", "agent", "iterations", "env steps", "grad steps", "time per iteration (2 CPU cores)")]
+    rows = [("config", "family", "agent", "iterations", "env steps|examples", "grad steps", "time per iteration (2 CPU cores)")]
     for path in sorted(Path(configs.__file__).parent.glob("*.yaml")):
         timing = next((line[len(TIME_LINE):].strip() for line in path.read_text().splitlines()
                        if line.startswith(TIME_LINE)), "not measured")
@@ -163,9 +160,7 @@ def shipped_configs_table() -> str:
                          f"(budget: needs the metaworld extra) {timing}"))
             continue
         config = load_config(path)
-        spec = get_agent_spec(config.agent)
-        budget = (spec.budget(agent_config(config), get_family(config.env), config.num_iterations)
-                  if spec.budget is not None else None)
+        budget = kind_of(config.env).budget(config)
         rows.append((path.stem, config.env, config.agent, str(config.num_iterations),
                      _count(budget.env_steps) if budget else "?",
                      _count(budget.gradient_steps) if budget else "?", timing))

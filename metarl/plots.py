@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from metarl.agent import plural_unit
+from metarl.evaluate import metric_of
 from metarl.tasks import Task
 
 
@@ -31,17 +32,18 @@ def adaptation_curve_figure(results: Sequence[tuple[str, dict[str, Any]]], *, ti
     figure = _new_figure()
     axes = figure.add_subplot()
     units = sorted({result["adaptation_unit"] for _, result in results})
+    metric = metric_of(results[0][1])
     for label, result in results:
         stages = np.array([entry["stage"] for entry in result["stages"]])
-        mean = np.array([entry["return"]["mean"] for entry in result["stages"]])
-        low = np.array([entry["return"]["ci_low"] for entry in result["stages"]])
-        high = np.array([entry["return"]["ci_high"] for entry in result["stages"]])
+        mean = np.array([entry[metric]["mean"] for entry in result["stages"]])
+        low = np.array([entry[metric]["ci_low"] for entry in result["stages"]])
+        high = np.array([entry[metric]["ci_high"] for entry in result["stages"]])
         (line,) = axes.plot(stages, mean, marker="o", label=label)
         axes.fill_between(stages, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     num_stages = max(len(result["stages"]) for _, result in results)
     axes.set_xticks(range(num_stages))
     axes.set_xlabel("adaptation stage (" + "; ".join(plural_unit(u) for u in units) + ")")
-    axes.set_ylabel("mean held-out return (95% CI)")
+    axes.set_ylabel(f"mean held-out {metric} (95% CI)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     if title:
@@ -84,9 +86,10 @@ def per_task_figure(result: dict[str, Any], task_parameter: str | None, *, title
     drawn as two maps of the plane coloured by return; anything else falls back to the task index.
     A task evaluated under several seeds is one point: the mean of its returns.
     """
+    metric = metric_of(result)
     first, last = result["stages"][0], result["stages"][-1]
     tasks, before, after = _mean_per_distinct_task(
-        result["tasks"], np.asarray(first["per_task_return"]), np.asarray(last["per_task_return"]))
+        result["tasks"], np.asarray(first[f"per_task_{metric}"]), np.asarray(last[f"per_task_{metric}"]))
     values = task_parameter_values(tasks, task_parameter)
     if values is not None and values.ndim == 2:
         figure = _new_figure(9.0, 4.0)
@@ -95,12 +98,12 @@ def per_task_figure(result: dict[str, Any], task_parameter: str | None, *, title
         for ax, returns, name in ((axes[0], before, f"stage {first['stage']}"),
                                   (axes[1], after, f"stage {last['stage']}")):
             points = ax.scatter(values[:, 0], values[:, 1], c=returns, vmin=low, vmax=high, cmap="viridis")
-            ax.set_title(f"{name}: return by {task_parameter}", fontsize="medium")
+            ax.set_title(f"{name}: {metric} by {task_parameter}", fontsize="medium")
             ax.set_xlabel(f"{task_parameter}[0]")
             ax.set_aspect("equal", adjustable="box")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"{task_parameter}[1]")
-        figure.colorbar(points, ax=list(axes), label="held-out return")
+        figure.colorbar(points, ax=list(axes), label=f"held-out {metric}")
     else:
         figure = _new_figure()
         ax = figure.add_subplot()
@@ -109,7 +112,7 @@ def per_task_figure(result: dict[str, Any], task_parameter: str | None, *, title
         ax.plot(x[order], before[order], marker="o", linestyle="--", label=f"stage {first['stage']} (before)")
         ax.plot(x[order], after[order], marker="o", label=f"stage {last['stage']} (adapted)")
         ax.set_xlabel(task_parameter if values is not None else "task index")
-        ax.set_ylabel("held-out return")
+        ax.set_ylabel(f"held-out {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:
@@ -192,10 +195,11 @@ def seeds_figure(groups: Sequence[tuple[str, dict[str, Any]]], *, title: str = "
         units = sorted({group["unit"] for _, group in members})
         curve_axes.set_xticks(range(max(len(group["stages"]) for _, group in members)))
         curve_axes.set_xlabel("adaptation stage (" + "; ".join(plural_unit(u) for u in units) + ")")
-        curve_axes.set_ylabel("IQM held-out return (95% CI)")
+        metric = members[0][1].get("metric", "return")
+        curve_axes.set_ylabel(f"IQM held-out {metric} (95% CI)")
         curve_axes.set_title(f"{env}: adaptation over seeds x tasks", fontsize="medium")
-        profile_axes.set_xlabel("held-out return threshold τ (last stage)")
-        profile_axes.set_ylabel("fraction of runs x tasks with return > τ")
+        profile_axes.set_xlabel(f"held-out {metric} threshold τ (last stage)")
+        profile_axes.set_ylabel(f"fraction of runs x tasks with {metric} > τ")
         profile_axes.set_ylim(-0.02, 1.02)
         profile_axes.set_title(f"{env}: performance profile", fontsize="medium")
         for ax in (curve_axes, profile_axes):

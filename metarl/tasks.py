@@ -10,7 +10,8 @@ duplicated tasks across workers because of it).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -21,6 +22,26 @@ Task = dict[str, Any]
 
 class MetaRLError(Exception):
     """A user error: the message names what was wrong and what is accepted."""
+
+
+@dataclass(frozen=True)
+class TaskEncoder:
+    """A callable ``Task -> [dim] float32`` numeric encoding, with its size known up front (what
+    the oracle baseline appends to observations, :mod:`metarl.envs.oracle`)."""
+
+    dim: int
+    encode: Callable[[Task], np.ndarray]
+
+    def __call__(self, task: Task) -> np.ndarray:
+        encoding = np.asarray(self.encode(task), dtype=np.float32).reshape(-1)
+        if encoding.shape != (self.dim,):
+            raise ValueError(f"task encoding has shape {encoding.shape}; expected ({self.dim},)")
+        return encoding
+
+
+def gym_id(family_name: str) -> str:
+    """The Gymnasium id of a family, e.g. ``metarl/HalfCheetahVel-PEARL-v0``."""
+    return f"metarl/{family_name}-v0"
 
 
 @dataclass(frozen=True)
@@ -57,13 +78,31 @@ class TaskFamily:
     """What ``env_options.engine=auto`` runs: the fastest measured for the family
     (``processes`` for a list of Python envs; ``serial`` for a NumPy batch; ``auto`` to let the
     family's own engines choose)."""
+    encode_task: TaskEncoder | None = None
+    """The task as numbers (``metarl.envs.oracle``'s ``scalar_encoder``, ``vector_encoder``, ...):
+    what the ``oracle_trpo`` baseline sees beside the observation; None: no oracle."""
+    gym_id: str | None = None
+    """``gymnasium.make(gym_id, task=...)``; set by :func:`register_family` for a family with
+    ``make_env`` (``metarl/<name>-v0``)."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts about the family (Meta-World: its benchmark and env name)."""
     sample_test_tasks: Callable[[np.random.Generator, int], list[Task]] | None = None
     """Test tasks drawn from a distribution of their own (e.g. held-out classes), if not from
     ``sample_tasks``."""
     evaluation_protocol: str = "stages"
     """How ``evaluation.protocol=auto`` measures the family: ``stages`` (return per adaptation
     stage) or ``adapt_then_evaluate`` (Meta-World's success protocol, :mod:`metarl.adapt_then_evaluate`)."""
+
+    def __post_init__(self) -> None:
+        if "encode_task" in self.metadata:  # how a family declared its encoder before issue 14
+            if self.encode_task is not None:
+                raise MetaRLError(f"family {self.name!r} gives its task encoder twice: as encode_task= "
+                                  "and in metadata['encode_task']; keep encode_task=")
+            warnings.warn(f"family {self.name!r}: metadata['encode_task'] is now the field "
+                          "TaskFamily(encode_task=...); taken from metadata this time",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "encode_task", self.metadata["encode_task"])
+            object.__setattr__(self, "metadata", {k: v for k, v in self.metadata.items() if k != "encode_task"})
 
 
 class TaskDistribution(Protocol):
@@ -92,7 +131,22 @@ _FAMILIES: dict[str, TaskFamily] = {}
 
 
 def register_family(family: TaskFamily) -> TaskFamily:
-    """Add ``family`` to the registry under its name (re-registering the same name replaces it)."""
+    """Make ``family`` known by its name to ``metarl`` (configs, ``metarl list``) and, when it has
+    a ``make_env``, to Gymnasium as :func:`gym_id` (``gymnasium.make("metarl/<name>-v0",
+    task=...)``, the family's horizon as time limit).  Returns the registered family, its
+    ``gym_id`` set; registering a name again replaces it in both registries.
+
+    The one call a family module makes: ``FAMILY = register_family(TaskFamily(...))``.
+    """
+    if family.make_env is not None:
+        import gymnasium
+
+        env_id = gym_id(family.name)
+        if env_id in gymnasium.registry:
+            del gymnasium.registry[env_id]
+        # The family's single env takes ``task=None`` (then a default task) as keyword argument.
+        gymnasium.register(id=env_id, entry_point=family.make_env, max_episode_steps=family.max_episode_steps)
+        family = replace(family, gym_id=env_id)
     _FAMILIES[family.name] = family
     return family
 

@@ -1,10 +1,13 @@
-"""Meta-training: the whole data flow of metarl, the same for every agent.
+"""Meta-training: the whole data flow of metarl, the same for every agent and learner.
 
-    TaskSampler(split, seed) ──tasks──▶ Sampler(VectorTaskEnv) ──Trajectories──▶ agent.train_iteration()
-            │                                                                          │
-            └──held-out tasks──▶ meta_evaluate(agent, ...) ──metrics──▶ Logger (TensorBoard, run dir)
+    TaskSampler(split, seed) ──tasks──▶ run.train_iteration(tasks) ──stats──▶ Logger (TensorBoard, run dir)
+            │                                                            │
+            └──held-out tasks──▶ run.evaluate(...) ──metrics per stage───┘   checkpoints: agent + streams
 
-There are no per-agent branches here: what differs lives in the agent's own file.
+``run`` is a :class:`metarl.runs.MetaRun`: the RL side (a task family, an agent, a sampler of
+environments; :mod:`metarl.rl_run`) or the supervised side (a few-shot task source and a
+learner; :mod:`metarl.supervised.run`), chosen by the config's ``env``.  There are no per-agent
+or per-side branches here: what differs lives behind that protocol.
 """
 
 from __future__ import annotations
@@ -13,161 +16,30 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-from metarl.adapt_then_evaluate import NAME as ADAPT_THEN_EVALUATE
-from metarl.adapt_then_evaluate import ProtocolOptions, adapt_then_evaluate, task_class
-from metarl.agent import MetaAgent
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
 from metarl.config import (LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict,
                            with_resolved_agent_options)
-from metarl.device import resolve_device
 from metarl.divergence import (Diverged, divergence_message, invalid_distribution_is_divergence,
                                non_finite_stat, non_finite_tensor)
-from metarl.evaluate import evaluation_scalars, final_metrics, meta_evaluate
+from metarl.evaluate import evaluation_scalars, final_metrics, metric_of
 from metarl.logger import Logger
-from metarl.plots import per_class_figure, per_task_figure
-from metarl.registry import get_agent_spec, import_modules
-from metarl.rollout import Sampler, torch_threads
+from metarl.rollout import torch_threads
 from metarl.run_dir import claim_for_new_run, locked_run_dir
-from metarl.tasks import MetaRLError, TaskFamily, TaskSampler, get_family
-
-EVAL_SEED_OFFSET = 1_000_000
-
-
-@dataclass
-class Run:
-    """Everything a run is made of, built identically for training, resuming and evaluation."""
-
-    config: TrainConfig
-    family: TaskFamily
-    task_sampler: TaskSampler
-    sampler: Sampler
-    agent: MetaAgent
-    device: torch.device
-    eval_samplers: dict[int, Sampler] = field(default_factory=dict)
-    """One evaluation sampler per evaluation seed, its envs built once and reused."""
-
-    def close(self) -> None:
-        for sampler in (self.sampler, *self.eval_samplers.values()):
-            sampler.close()
-        self.eval_samplers.clear()
+from metarl.runs import MetaRun, build_run
+from metarl.tasks import MetaRLError
 
 
-PROTOCOLS = ("stages", ADAPT_THEN_EVALUATE)
-
-
-def resolve_protocol(config: TrainConfig, family: TaskFamily) -> TrainConfig:
-    """``config`` with ``evaluation.protocol=auto`` replaced by the family's own protocol."""
-    protocol = config.evaluation.protocol
-    if protocol == "auto":
-        protocol = family.evaluation_protocol
-    if protocol not in PROTOCOLS:
-        raise MetaRLError(f"evaluation.protocol {protocol!r}; accepted: auto, {', '.join(PROTOCOLS)}")
-    return replace(config, evaluation=replace(config.evaluation, protocol=protocol))
-
-
-def build_run(config: TrainConfig) -> Run:
-    import_modules(config.imports)  # the user's own family or agent, in this process
-    family = get_family(config.env)
-    config = resolve_protocol(config, family)
-    spec = get_agent_spec(config.agent)
-    device = resolve_device(config.device)
-    task_sampler = TaskSampler(family, config.seed)
-    sampler = Sampler(family, seed=config.seed, env_options=config.env_options,
-                      unit_actions=config.unit_actions)
-    probe = sampler.describe()
-    generator = torch.Generator().manual_seed(config.seed)
-    agent = spec.build(
-        agent_config(config), family=family, observation_dim=probe.observation_dim,
-        action_dim=probe.action_dim, device=device, generator=generator,
-    )
-    return Run(config, family, task_sampler, sampler, agent, device)
-
-
-def evaluate_run(run: Run, *, iteration: int, split: str = "test", seed: int | None = None,
+def evaluate_run(run: MetaRun, *, iteration: int, split: str = "test", seed: int | None = None,
                  num_tasks: int | None = None) -> dict[str, Any]:
-    """Held-out evaluation of the run's agent with the config's protocol.
-
-    Evaluation has samplers of its own, so it never advances the training streams, and each
-    one restarts its counters here, so an evaluation depends only on (seed, iteration).
-    """
-    ev = run.config.evaluation
-    if split == "train_classes":  # the protocol's per-class diagnostics on the training classes
-        tasks = [dict(task) for task in run.task_sampler.train_tasks or ()]
-    else:
-        tasks = run.task_sampler.held_out(split)
-    if ev.protocol == "stages":
-        tasks = tasks[: num_tasks or ev.num_tasks]
-    eval_seed = run.config.seed if seed is None else seed
-    generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + 7919 * eval_seed + iteration)
-    if eval_seed not in run.eval_samplers:
-        run.eval_samplers[eval_seed] = Sampler(
-            run.family, seed=eval_seed + EVAL_SEED_OFFSET, env_options=run.config.env_options,
-            unit_actions=run.config.unit_actions,
-        )
-    sampler = run.eval_samplers[eval_seed]
-    sampler.restart()
-    if ev.protocol == ADAPT_THEN_EVALUATE:
-        options = ProtocolOptions.from_config(ev)
-        if split == "train_classes":
-            options = replace(options, num_rounds=ev.train_class_rounds)
-        if num_tasks is not None:  # a quicker look: fewer rounds of the same tasks
-            options = replace(options, num_rounds=max(1, -(-num_tasks // options.tasks_per_round)))
-        return adapt_then_evaluate(run.agent, sampler, tasks, options=options, generator=generator)
-    return meta_evaluate(run.agent, sampler, tasks, num_stages=ev.num_stages,
-                         episodes_per_stage=ev.episodes_per_stage, generator=generator)
-
-
-def wants_train_classes(run: Run) -> bool:
-    """Whether evaluations also measure the protocol on the training classes: under
-    adapt_then_evaluate with ``train_class_rounds`` > 0, when the training tasks span several
-    classes (ML10, ML45; ML1's one class is its held-out class too)."""
-    ev = run.config.evaluation
-    train_tasks = run.task_sampler.train_tasks or ()
-    return (ev.protocol == ADAPT_THEN_EVALUATE and ev.train_class_rounds > 0
-            and len({task_class(task) for task in train_tasks}) > 1)
-
-
-def log_evaluation_media(run: Run, logger: Logger, result: dict[str, Any], *, iteration: int,
-                         video: bool, quiet: bool, train_classes: dict[str, Any] | None = None) -> None:
-    """Per-task diagnostics (held-out return against ``family.task_parameter``; under
-    adapt_then_evaluate, success per class, with ``train_classes`` beside the held-out ones) at
-    every evaluation; with ``video``, an adapted rollout on the first held-out task (MuJoCo families)."""
-    step = run.sampler.env_steps
-    title = f"{run.config.agent}, iteration {iteration}"
-    if "classes" in result:
-        logger.log_figure("eval/per_class_success", per_class_figure(
-            result, train_classes=train_classes, title=title), step=step)
-    else:
-        logger.log_figure("eval/per_task_return", per_task_figure(
-            result, run.family.task_parameter, title=title), step=step)
-    if not video:
-        return
-    from metarl.video import record_adapted_rollout
-
-    ev = run.config.evaluation
-    recording = record_adapted_rollout(
-        run.agent, run.family, result["tasks"][0], num_stages=ev.num_stages,
-        episodes_per_stage=ev.episodes_per_stage, seed=run.config.seed + EVAL_SEED_OFFSET,
-        generator=torch.Generator().manual_seed(EVAL_SEED_OFFSET + iteration),
-        env_options=run.config.env_options, unit_actions=run.config.unit_actions,
-    )
-    if recording.frames is not None:
-        gif = logger.log_video("eval/adapted_rollout", recording.frames, step=step)
-        path = logger.run_dir / "videos" / f"adapted_rollout_iteration_{iteration:06d}.gif"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(gif)
-    elif recording.notice:
-        logger.log_text("eval/adapted_rollout", recording.notice, step=step)
-        if not quiet:
-            print(recording.notice, file=sys.stderr)
+    """Held-out evaluation of the run with its config's protocol (:meth:`MetaRun.evaluate`): it
+    never advances the training streams and depends only on (seed, iteration)."""
+    return run.evaluate(iteration=iteration, split=split, seed=seed, num_tasks=num_tasks)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -226,9 +98,9 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
         check_compatible(state["config"], to_dict(config))
         load_agent_state(run, state, path)
         run.task_sampler.load_state_dict(state["task_sampler"])
-        run.sampler.load_state_dict(state["sampler"])
+        run.load_stream_state(state["sampler"])
         start_iteration = state["iteration"]
-        purge_step = run.sampler.env_steps + 1
+        purge_step = run.steps + 1
         _truncate_metrics(run_dir, start_iteration)
     logger = Logger(run_dir, purge_step=purge_step)
     config_dict = to_dict(config)
@@ -237,11 +109,9 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
         run.task_sampler.write(run_dir / "tasks.json")
         logger.log_text("config", "```\n" + json.dumps(config_dict, indent=1) + "\n```")
 
-    spec = get_agent_spec(config.agent)
-
     def diverged(iteration: int, quantity: str) -> str:
         latest = latest_checkpoint(run_dir)
-        return divergence_message(config.agent, iteration, quantity, step_size_keys=spec.step_size_keys,
+        return divergence_message(config.agent, iteration, quantity, step_size_keys=run.step_size_keys,
                                   latest_checkpoint=str(latest) if latest else None)
 
     def checkpoint(iteration: int) -> None:
@@ -253,7 +123,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
             "config": config_dict,
             "agent": agent_state,
             "task_sampler": run.task_sampler.state_dict(),
-            "sampler": run.sampler.state_dict(),
+            "sampler": run.stream_state(),  # the data stream: env-step counters, example generator
         })
 
     show_progress = config.progress and not quiet and sys.stderr.isatty()
@@ -266,39 +136,38 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
     result = None
     try:
         for iteration in range(start_iteration, config.num_iterations):
-            steps_before = run.sampler.env_steps
+            steps_before = run.steps
             start = time.perf_counter()
             tasks = run.task_sampler.sample_train(run.agent.meta_batch_size)
             done = iteration + 1
             with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
-                stats = run.agent.train_iteration(tasks, run.sampler)
+                stats = run.train_iteration(tasks)
             bad = non_finite_stat(stats)
             if bad:
                 raise Diverged(diverged(done, bad))
             seconds = time.perf_counter() - start
             stats["time/iteration_seconds"] = seconds
-            stats["time/env_steps_per_second"] = (run.sampler.env_steps - steps_before) / max(seconds, 1e-9)
-            stats["train/env_steps"] = float(run.sampler.env_steps)
+            stats[f"time/{run.steps_name}_per_second"] = (run.steps - steps_before) / max(seconds, 1e-9)
+            stats[f"train/{run.steps_name}"] = float(run.steps)
             if (ev.interval and done % ev.interval == 0) or done == config.num_iterations:
                 with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
                     result = evaluate_run(run, iteration=done)
                 stats.update(evaluation_scalars(result))
-                train_classes = None
-                if wants_train_classes(run):
-                    with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
-                        train_classes = evaluate_run(run, iteration=done, split="train_classes")
-                    stats.update(evaluation_scalars(train_classes, prefix="eval_train_classes"))
-                latest_eval = result["stages"][-1]["return"]["mean"]
-                log_evaluation_media(run, logger, result, iteration=done, quiet=quiet,
-                                     train_classes=train_classes,
-                                     video=done == config.num_iterations)
-            logger.log_scalars(stats, step=run.sampler.env_steps, iteration=done)
+                diagnostics = {}
+                with invalid_distribution_is_divergence(lambda quantity: diverged(done, quantity)):
+                    diagnostics = run.diagnostic_evaluations(iteration=done)
+                for prefix, extra in diagnostics.items():  # e.g. Meta-World's training classes
+                    stats.update(evaluation_scalars(extra, prefix=prefix))
+                latest_eval = result["stages"][-1][metric_of(result)]["mean"]
+                run.log_evaluation_media(logger, result, iteration=done, quiet=quiet,
+                                         final=done == config.num_iterations, diagnostics=diagnostics)
+            logger.log_scalars(stats, step=run.steps, iteration=done)
             if done % config.checkpoint_interval == 0 or done == config.num_iterations:
                 checkpoint(done)
             progress.update(1)
-            progress.set_postfix(env_steps=run.sampler.env_steps,
-                                 steps_per_s=f"{stats['time/env_steps_per_second']:.0f}",
-                                 eval=f"{latest_eval:.1f}")
+            progress.set_postfix({run.steps_name: run.steps,
+                                  "steps_per_s": f"{stats[f'time/{run.steps_name}_per_second']:.0f}",
+                                  "eval": f"{latest_eval:.3g}"})
         if result is not None:
             # The agent's full resolved config replaces its overrides (agent_options).
             hparams = {**{k: v for k, v in config_dict.items() if k != "agent_options"},
@@ -316,7 +185,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resuming: bool, quiet: 
     return run_dir
 
 
-def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
+def load_run(run_dir: Path, *, device: str | None = None) -> tuple[MetaRun, int]:
     """Rebuild a run from its directory and latest checkpoint (for evaluation)."""
     import yaml
 
@@ -336,11 +205,11 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Run, int]:
     state = load_checkpoint(path)
     run = build_run(config)
     load_agent_state(run, state, path)
-    run.sampler.load_state_dict(state["sampler"])
+    run.load_stream_state(state["sampler"])
     return run, state["iteration"]
 
 
-def load_agent_state(run: Run, state: dict[str, Any], path: Path) -> None:
+def load_agent_state(run: MetaRun, state: dict[str, Any], path: Path) -> None:
     """Load the checkpoint's agent into ``run``, or say why it does not fit: a run directory
     written by an older metarl records only the agent options it was given, and the agent's
     defaults (MAML-TRPO's network, issue 15) may have changed since."""

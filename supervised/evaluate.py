@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from metarl.stats import summarize
+from metarl.evaluate import stage_entry
 from metarl.supervised.batch import per_task_score
 from metarl.supervised.learner import Learner
 from metarl.supervised.task_source import FewShotTaskSource
@@ -23,9 +23,11 @@ from metarl.tasks import MetaRLError, Task
 def evaluate_learner(learner: Learner, source: FewShotTaskSource, tasks: Sequence[Task], *,
                      num_shots: int, num_query: int, num_stages: int, seed: int,
                      tasks_per_batch: int = 25) -> dict[str, Any]:
-    """Returns ``{"adaptation_unit", "metric", "num_tasks", "num_shots", "tasks", "stages":
-    [{"stage", "per_task_score": [N], "score": summary}, ...]}`` (summary as in
-    :func:`metarl.stats.summarize`)."""
+    """Returns ``{"metric", "adaptation_unit", "num_tasks", "num_shots", "tasks", "stages":
+    [{"stage", "per_task_<metric>": [N], "<metric>": summary, "success_rate": None}, ...]}``
+    with ``metric`` ``accuracy`` or ``mse`` (summary as in :func:`metarl.stats.summarize`): the
+    layout of :func:`metarl.evaluate.meta_evaluate`'s results, keyed by the metric instead of
+    ``return``, so the shared tables, statistics over seeds and plots read both."""
     if not tasks:
         raise MetaRLError("evaluation got no held-out tasks; pass num_tasks >= 1")
     rng = np.random.default_rng(seed)
@@ -39,13 +41,11 @@ def evaluate_learner(learner: Learner, source: FewShotTaskSource, tasks: Sequenc
         per_stage = per_stage or [[] for _ in scores]
         for stage, values in enumerate(scores):
             per_stage[stage].append(values)
-    stages = []
-    for stage, values in enumerate(per_stage):
-        scores = torch.cat(values).numpy()
-        stages.append({"stage": stage, "per_task_score": scores.tolist(), "score": summarize(scores, seed=stage)})
+    metric = "accuracy" if source.is_classification else "mse"
+    stages = [stage_entry(stage, torch.cat(values).numpy(), metric=metric) for stage, values in enumerate(per_stage)]
     return {
+        "metric": metric,
         "adaptation_unit": learner.adaptation_unit,
-        "metric": "accuracy" if source.is_classification else "mse",
         "num_tasks": len(tasks),
         "num_shots": num_shots,
         "tasks": [dict(task) for task in tasks],

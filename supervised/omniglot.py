@@ -62,7 +62,7 @@ class OmniglotTasks:
 
     def __init__(self, path: str | Path, *, num_ways: int, rotations: bool, image_size: int):
         if num_ways < 2:
-            raise MetaRLError(f"source_options.num_ways: {num_ways}; accepted: >= 2")
+            raise MetaRLError(f"env_options.num_ways: {num_ways}; accepted: >= 2")
         self.num_ways = num_ways
         self.characters = {split: load_characters(str(Path(path).resolve()), split, image_size)
                            for split in SPLITS}
@@ -125,7 +125,7 @@ def make_omniglot(*, path: str = "", num_ways: int = 5, rotations: bool = False,
                   num_test_tasks: int = 100, name: str = "Omniglot") -> FewShotTaskSource:
     if not path:
         raise MetaRLError(
-            "the Omniglot source needs source_options.path: a directory holding images_background and "
+            "the Omniglot source needs env_options.path: a directory holding images_background and "
             "images_evaluation (nothing is downloaded); or use the source Glyphs"
         )
     tasks = OmniglotTasks(path, num_ways=num_ways, rotations=rotations, image_size=image_size)
@@ -150,6 +150,6 @@ def make_glyphs(*, path: str = "", num_ways: int = 5, rotations: bool = False, i
 
 
 register_source(SourceSpec("Omniglot", "N-way K-shot classification, Omniglot layout at a path you give",
-                           make_omniglot))
+                           make_omniglot, classification=True))
 register_source(SourceSpec("Glyphs", "N-way K-shot classification on a generated glyph set (Omniglot layout)",
-                           make_glyphs))
+                           make_glyphs, classification=True))

@@ -55,6 +55,9 @@ class SourceSpec:
     description: str
     make: Callable[..., FewShotTaskSource]
     """``make(**options)`` builds the source (options such as ``path``, ``num_ways``)."""
+    classification: bool = False
+    """Whether its tasks are N-way classification (known before building: a metric-based learner
+    on a regression source is refused when the config loads)."""
 
 
 _SOURCES: dict[str, SourceSpec] = {}
@@ -69,6 +72,28 @@ def list_sources() -> list[SourceSpec]:
     import metarl.supervised  # noqa: F401  (registers the shipped sources)
 
     return [_SOURCES[name] for name in sorted(_SOURCES)]
+
+
+def source_names() -> list[str]:
+    import metarl.supervised  # noqa: F401
+
+    return sorted(_SOURCES)
+
+
+def get_source_spec(name: str) -> SourceSpec:
+    import metarl.supervised  # noqa: F401
+
+    if name not in _SOURCES:
+        raise MetaRLError(f"unknown task source {name!r}; accepted: {', '.join(sorted(_SOURCES))}")
+    return _SOURCES[name]
+
+
+def source_options(name: str) -> dict[str, Any]:
+    """The options source ``name`` takes and their defaults (from its factory's signature)."""
+    import inspect
+
+    parameters = inspect.signature(get_source_spec(name).make).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def make_source(name: str, options: dict[str, Any] | None = None) -> FewShotTaskSource:

@@ -16,7 +16,7 @@ from metarl.config import TrainConfig
 from metarl.evaluate import combine_seeds, evaluation_scalars
 from metarl.plots import per_class_figure
 from metarl.tasks import MetaRLError, get_family
-from metarl.train import resolve_protocol
+from metarl.rl_run import resolve_protocol
 from metarl.trajectories import Trajectories
 
 LENGTH = 4

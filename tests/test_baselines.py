@@ -44,9 +44,9 @@ SOME_METAWORLD = ["ML1-reach-v3", "ML10"] if metaworld_adapter.available() else 
 def test_every_baseline_builds_and_adapts_on_every_family(name, family_name):
     family = get_family(family_name)
     options = {} if name == "random" else {"hidden_sizes": [8]}
-    if name == "oracle_trpo" and "encode_task" not in family.metadata:
+    if name == "oracle_trpo" and family.encode_task is None:
         with pytest.raises(MetaRLError, match=f"env family '{family_name}' defines no "
-                           r"metadata\['encode_task'\], so the oracle cannot see its tasks"):
+                           "defines no encode_task, so the oracle cannot see its tasks"):
             build(name, family, **options)
         return
     agent = build(name, family, **options)
@@ -94,8 +94,8 @@ def test_oracle_policy_sees_the_task_and_multitask_does_not():
 
 
 def test_oracle_on_a_family_without_an_encoder_is_a_named_error():
-    family = dataclasses.replace(get_family("Navigation2D"), name="NoCode", metadata={})
-    with pytest.raises(MetaRLError, match="'NoCode' defines no metadata\\['encode_task'\\]"):
+    family = dataclasses.replace(get_family("Navigation2D"), name="NoCode", encode_task=None)
+    with pytest.raises(MetaRLError, match="'NoCode' defines no encode_task"):
         task_encoder(family)
 
 

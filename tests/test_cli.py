@@ -12,7 +12,7 @@ from metarl.cli import main
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "bogus_key=1"], "unknown config key 'bogus_key'; accepted:"),
-    (["train", "env=Nowhere"], "unknown env family 'Nowhere'; accepted: "),
+    (["train", "env=Nowhere"], "unknown env 'Nowhere', neither an RL task family nor a supervised task source; accepted: "),
     (["train", "agent=dqn"], "unknown agent 'dqn'; accepted: "),
     (["train", "no_such_config.yaml"], "config file 'no_such_config.yaml' not found"),
     (["train", "seed=1", "a.b=c"], "unknown config key 'a'"),

@@ -27,7 +27,7 @@ def test_overrides_are_typed_and_nested():
     ("evaluation.intervall=3", "unknown config key 'evaluation.intervall'"),
     ("agent_options.inner_learning_rate=1", "unknown config key 'agent_options.inner_learning_rate'"),
     ("seed=abc", "config key 'seed': expected int"),
-    ("env=Navigation3D", "unknown env family 'Navigation3D'; accepted:"),
+    ("env=Navigation3D", "unknown env 'Navigation3D', neither an RL task family nor a supervised task source; accepted:"),
     ("agent=ppo", "unknown agent 'ppo'; accepted:"),
     ("device=tpu", "accepted: auto, cpu, cuda"),
 ])
@@ -70,7 +70,7 @@ def test_every_shipped_config_builds_its_agent_and_envs(name):
     config = load_config(name)
     run = build_run(config)
     try:
-        assert run.family.name == config.env
+        assert run.task_sampler.family.name == config.env
         assert run.agent.meta_batch_size >= 1
     finally:
         run.close()

@@ -45,7 +45,7 @@ def test_every_family_is_registered_with_a_citation():
         family = get_family(name)
         assert family.citation and family.description
         assert family.make_env is not None
-        assert "encode_task" in family.metadata
+        assert family.encode_task is not None
         num_train, num_test, horizon = TABLE[name]
         assert (family.num_train_tasks, family.num_test_tasks, family.max_episode_steps) == (
             num_train,
@@ -131,7 +131,7 @@ def test_gymnasium_id_makes_the_env_with_the_family_horizon(name):
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_task_revealing_wrapper_appends_the_task_encoding(name):
     family = get_family(name)
-    encode_task = family.metadata["encode_task"]
+    encode_task = family.encode_task
     tasks = family.sample_tasks(np.random.default_rng(1), 2)
     env = family.make_vector_env(2, seed=0)
     oracle = TaskRevealingVectorEnv(env, encode_task)

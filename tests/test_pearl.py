@@ -346,7 +346,7 @@ def train_and_evaluate(family, options: dict, *, num_iterations: int, seed: int 
 
 def oracle_family(family):
     """The same family with the task's encoding appended to every observation."""
-    encode_task = family.metadata["encode_task"]
+    encode_task = family.encode_task
     return dataclasses.replace(
         family, name=f"{family.name}-oracle",
         make_vector_env=lambda num_envs, **kw: TaskRevealingVectorEnv(

@@ -134,7 +134,7 @@ def test_classification_batches_and_rotations(glyph_root):
 def test_bad_data_paths_and_requests_are_named(tmp_path, glyph_root):
     with pytest.raises(MetaRLError, match="images_background.*<alphabet>/<character>/\\*.png"):
         make_source("Omniglot", {"path": str(tmp_path)})
-    with pytest.raises(MetaRLError, match="needs source_options.path"):
+    with pytest.raises(MetaRLError, match="needs env_options.path"):
         make_source("Omniglot")
     with pytest.raises(MetaRLError, match="unknown task source 'Mnist'; accepted: Glyphs, Omniglot, Sinusoid"):
         make_source("Mnist")
@@ -204,7 +204,7 @@ def test_every_learner_trains_adapts_and_repeats_itself(name, glyph_root):
         assert result["adaptation_unit"] == (GRADIENT_STEP if gradient_based else SUPPORT_SET)
         assert len(result["stages"]) == (3 if gradient_based else 1)
         assert result["metric"] == ("mse" if source.num_classes is None else "accuracy")
-        assert len(result["stages"][0]["per_task_score"]) == 3
+        assert len(result["stages"][0][f"per_task_{result['metric']}"]) == 3
 
 
 def test_learner_state_round_trips(glyph_root):
