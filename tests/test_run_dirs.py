@@ -98,13 +98,13 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(shared_run, tmp_path):
 def test_training_into_a_directory_that_holds_a_run_is_refused(shared_run, tmp_path, capsys):
     copied = shutil.copytree(shared_run, tmp_path / "copied")
     before = (copied / "metrics.jsonl").read_text()
-    assert main(["train", *SMALL, f"run_dir={copied}", "agent_options.inner_lr=0.5"]) == 2
+    assert main(["train", *SMALL, f"run_dir={copied}", "agent_options.inner_lr=0.37"]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: run directory {str(copied)!r} already holds a run; continue it with "
                    f"'metarl train --resume {copied}', give a fresh run_dir=..., or pass --overwrite "
                    "to delete it and start again\n")
     assert (copied / "metrics.jsonl").read_text() == before
-    assert "inner_lr: 0.5" not in (copied / "config.yaml").read_text()
+    assert "inner_lr: 0.37" not in (copied / "config.yaml").read_text()
 
 
 def test_overwrite_replaces_the_old_run_without_mixing_files(shared_run, tmp_path):
