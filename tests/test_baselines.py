@@ -46,7 +46,7 @@ def test_every_baseline_builds_and_adapts_on_every_family(name, family_name):
     options = {} if name == "random" else {"hidden_sizes": [8]}
     if name == "oracle_trpo" and family.encode_task is None:
         with pytest.raises(MetaRLError, match=f"env family '{family_name}' defines no "
-                           "defines no encode_task, so the oracle cannot see its tasks"):
+                           "encode_task, so the oracle cannot see its tasks"):
             build(name, family, **options)
         return
     agent = build(name, family, **options)
