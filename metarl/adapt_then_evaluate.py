@@ -223,7 +223,7 @@ def format_protocol_table(result: dict[str, Any], *, title: str = "") -> str:
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
     lines.append(
         f"(Meta-World protocol: per task {options['adaptation_episodes']} adaptation episodes, then "
-        f"{options['evaluation_episodes']} scored; {options['num_rounds']} rounds x "
+        f"{options['evaluation_episodes']} scored; {options['num_rounds']} round{'s' if options['num_rounds'] != 1 else ''} x "
         f"{options['tasks_per_round']} tasks{seeds}; success: info['success'] set at any step of "
         f"an episode; before: the first {result.get('episodes_before', 1)} adaptation episode(s) per task, "
         f"before any {result['adaptation_unit']})")
