@@ -38,8 +38,8 @@ MIN_ENVS_PER_WORKER = 4
 """``auto`` only forks workers when each gets at least this many sub-envs (below that a pipe
 round trip, ~0.1 ms on 2 cores, outweighs what a slice of cheap envs saves)."""
 
-ENGINE_OPTIONS = ("engine", "num_workers", "timeout_s", "ray_address", "ray_cpus_per_worker",
-                  "ray_restart_timeout_s")
+ENGINE_OPTIONS = ("engine", "num_workers", "timeout_s", "pin_workers", "ray_address",
+                  "ray_cpus_per_worker", "ray_restart_timeout_s")
 """``env_options`` keys read here; every other key goes to the family's ``make_vector_env``."""
 
 
@@ -95,6 +95,11 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
             f"env_options.num_workers and timeout_s apply to engines 'processes' and 'ray'; "
             f"the engine is {engine!r}"
         )
+    pin = options.get("pin_workers")
+    if pin is not None and not isinstance(pin, bool):
+        raise MetaRLError(f"env_options.pin_workers must be true or false (unset: auto); got {pin!r}")
+    if pin is not None and engine not in ("auto", "processes"):
+        raise MetaRLError(f"env_options.pin_workers applies to engine 'processes'; the engine is {engine!r}")
     if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
                                                            "ray_cpus_per_worker")):
         raise MetaRLError(
@@ -127,7 +132,8 @@ def resolve_engine(family: TaskFamily, engine: str, num_envs: int, num_workers: 
 
 def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine: str = "auto",
                      num_workers: int | None = None, timeout_s: float | None = None,
-                     ray_address: str | None = None, ray_cpus_per_worker: float = 1.0,
+                     pin_workers: bool | None = None, ray_address: str | None = None,
+                     ray_cpus_per_worker: float = 1.0,
                      ray_restart_timeout_s: float | None = None,
                      **family_options: Any) -> VectorTaskEnv:
     """A :class:`~metarl.vector_env.VectorTaskEnv` of ``num_envs`` sub-envs of ``family``.
@@ -135,11 +141,14 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     ``engine``: see the module docstring (:func:`accepted_engines`).  ``num_workers``: worker
     processes or Ray actors (default: the cores of this machine, or the Ray cluster's CPUs
     divided by ``ray_cpus_per_worker``).  ``timeout_s``: longest wait for one worker's answer
-    before it counts as hung.  ``ray_address``: ``None`` starts a local Ray on 127.0.0.1,
-    ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.  Other options go to the family.
+    before it counts as hung.  ``pin_workers``: pin each worker process to a core (unset: when
+    the workers cover every core; see :func:`metarl.envs.processes.worker_cpus`).
+    ``ray_address``: ``None`` starts a local Ray on 127.0.0.1, ``"auto"`` or ``"HOST:PORT"``
+    joins a running cluster.  Other options go to the family.
     """
     given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
-             "ray_address": ray_address, "ray_restart_timeout_s": ray_restart_timeout_s,
+             "pin_workers": pin_workers, "ray_address": ray_address,
+             "ray_restart_timeout_s": ray_restart_timeout_s,
              **family_options}
     if ray_cpus_per_worker != 1.0:
         given["ray_cpus_per_worker"] = ray_cpus_per_worker
@@ -162,7 +171,7 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
         serial = "serial" if family.engines else None
         return ProcessVectorEnv(
             local_builder(family, engine=serial, seed=seed, **family_options), num_envs,
-            num_workers=workers, seed=seed, **limits,
+            num_workers=workers, seed=seed, pin_workers=pin_workers, **limits,
         )
     local = None if engine == "serial" and not family.engines else engine
     return local_builder(family, engine=local, seed=seed, **family_options)(num_envs)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.connection
+import os
 import signal
+import time
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -56,9 +58,48 @@ class SharedArrays:
         return self.arrays[name]
 
 
-def _serve(connection, make_slice, size: int, start: int, shared: SharedArrays) -> None:
+def worker_cpus(num_workers: int, pin: bool | None = None) -> list[int | None]:
+    """The CPU each worker is pinned to (``None``: not pinned).
+
+    ``pin=None`` (auto) pins when the workers cover every CPU this process may run on (then each
+    CPU serves ``num_workers / cpus`` of them whatever the scheduler does).  Unpinned, Linux often
+    wakes two workers on one core while the other stays idle: measured on 2 cores (ML10, N=20,
+    2 workers), ~30% of steps took as long as stepping the whole batch serially; pinned, ~3%.
+    With fewer workers than CPUs nothing is pinned, so runs side by side on a bigger machine do
+    not pile onto its first cores.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return [None] * num_workers
+    if pin is None:
+        pin = len(cpus) > 1 and num_workers >= len(cpus)
+    if not pin:
+        return [None] * num_workers
+    return [cpus[index % len(cpus)] for index in range(num_workers)]
+
+
+SPIN_S = 0.001
+"""How long a worker that has a core to itself polls for its next command before it blocks:
+the driver's policy call between two steps (~0.2 ms) fits, and the worker answers without a
+wake-up (on 2 cores, ML10 N=20: 3.84 ms a step against 4.04 blocking; steps slower than 5 ms
+0.6% instead of 4%).  It yields its core at every poll, so the driver runs whenever it needs to."""
+
+
+def _next_command(connection, spin_s: float) -> tuple[str, Any]:
+    if spin_s > 0 and not connection.poll(0):
+        deadline = time.perf_counter() + spin_s
+        while not connection.poll(0) and time.perf_counter() < deadline:
+            os.sched_yield()
+    return connection.recv()
+
+
+def _serve(connection, make_slice, size: int, start: int, shared: SharedArrays,
+           cpu: int | None = None, spin_s: float = 0.0) -> None:
     """A worker's loop: build its slice's engine, then answer commands until ``close``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     stop = start + size
     env = None
     try:
@@ -66,7 +107,7 @@ def _serve(connection, make_slice, size: int, start: int, shared: SharedArrays) 
         connection.send(("ok", None))
         while True:
             try:
-                command, payload = connection.recv()
+                command, payload = _next_command(connection, spin_s)
             except EOFError:  # the parent is gone
                 return
             if command == "step":
@@ -113,6 +154,7 @@ class ProcessVectorEnv:
         num_workers: int = 2,
         seed: int = 0,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        pin_workers: bool | None = None,
     ) -> None:
         if num_workers < 1:
             raise MetaRLError(f"num_workers must be at least 1; got {num_workers}")
@@ -131,12 +173,15 @@ class ProcessVectorEnv:
         self._shared = SharedArrays(context, num_envs, self.observation_dim, self.action_dim)
         bounds = np.linspace(0, num_envs, min(num_workers, num_envs) + 1).astype(int)
         self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self.cpus = worker_cpus(len(self.slices), pin_workers)
+        spin_s = SPIN_S if len(self.slices) <= len(os.sched_getaffinity(0)) else 0.0
         self._connections = []
         self._processes = []
         for index, (start, stop) in enumerate(self.slices):
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_serve, args=(child_end, make_slice, stop - start, start, self._shared),
+                target=_serve,
+                args=(child_end, make_slice, stop - start, start, self._shared, self.cpus[index], spin_s),
                 name=f"metarl-engine-worker-{index}", daemon=True,
             )
             process.start()
@@ -149,7 +194,8 @@ class ProcessVectorEnv:
     def _describe(self, index: int) -> str:
         start, stop = self.slices[index]
         pid = self._processes[index].pid
-        return f"engine worker {index} (pid {pid}, sub-envs {start}..{stop - 1})"
+        cpu = "" if self.cpus[index] is None else f", cpu {self.cpus[index]}"
+        return f"engine worker {index} (pid {pid}{cpu}, sub-envs {start}..{stop - 1})"
 
     def _fail(self, message: str) -> MetaRLError:
         self._terminate(grace_s=0.0)

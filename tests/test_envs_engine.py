@@ -184,7 +184,7 @@ def test_a_killed_worker_is_a_clear_error_and_nothing_hangs():
     victim = env._processes[1]
     os.kill(victim.pid, signal.SIGKILL)
     start = time.monotonic()
-    with pytest.raises(MetaRLError, match=r"engine worker 1 \(pid \d+, sub-envs 2..3\) was killed "
+    with pytest.raises(MetaRLError, match=r"engine worker 1 \(pid \d+(, cpu \d+)?, sub-envs 2..3\) was killed "
                        r"by SIGKILL during 'step'; the vector env is closed"):
         env.step(np.zeros((4, env.action_dim)))
     assert time.monotonic() - start < 10.0

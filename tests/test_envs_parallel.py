@@ -141,7 +141,7 @@ def test_a_killed_worker_of_a_python_env_family_is_a_clear_error():
     env.reset()
     os.kill(env._processes[0].pid, signal.SIGKILL)
     start = time.monotonic()
-    with pytest.raises(MetaRLError, match=r"engine worker 0 \(pid \d+, sub-envs 0..2\) was killed "
+    with pytest.raises(MetaRLError, match=r"engine worker 0 \(pid \d+(, cpu \d+)?, sub-envs 0..2\) was killed "
                        r"by SIGKILL during 'step'"):
         env.step(np.zeros((6, 2)))
     assert time.monotonic() - start < 10.0
@@ -176,3 +176,33 @@ def test_reading_the_dimensions_keeps_no_worker_alive():
     assert not sampler._envs and not multiprocessing.active_children()
     scaled = Sampler(get_family("Navigation2D"), seed=0).describe()
     assert scaled.action_low.tolist() == [-1.0, -1.0] and scaled.action_high.tolist() == [1.0, 1.0]
+
+
+def test_workers_that_cover_every_core_are_pinned_one_per_core():
+    from metarl.envs.processes import worker_cpus
+
+    cpus = sorted(os.sched_getaffinity(0))
+    # Auto: pinned when the workers cover every core (round robin), never with fewer workers.
+    if len(cpus) > 1:
+        assert worker_cpus(len(cpus)) == cpus
+        assert worker_cpus(len(cpus) + 1) == [*cpus, cpus[0]]
+        assert worker_cpus(len(cpus) - 1) == [None] * (len(cpus) - 1)
+    assert worker_cpus(2, pin=False) == [None, None]
+    assert worker_cpus(3, pin=True) == [cpus[i % len(cpus)] for i in range(3)]
+
+    tasks = DRIFT.sample_tasks(np.random.default_rng(0), 6)
+    pinned = build_vector_env(DRIFT, 6, engine="processes", num_workers=2, pin_workers=True)
+    assert [os.sched_getaffinity(p.pid) for p in pinned._processes] == [{cpus[0]}, {cpus[1 % len(cpus)]}]
+    free = build_vector_env(DRIFT, 6, engine="processes", num_workers=2, pin_workers=False)
+    assert [os.sched_getaffinity(p.pid) for p in free._processes] == [set(cpus)] * 2
+    serial = build_vector_env(DRIFT, 6, engine="serial")
+    expected = _run(serial, tasks)
+    for env in (pinned, free):  # pinning changes where workers run, never what they compute
+        for a, b in zip(expected, _run(env, tasks)):
+            np.testing.assert_array_equal(a, b)
+
+    with pytest.raises(MetaRLError, match=r"env_options.pin_workers must be true or false \(unset: auto\); "
+                       "got 'yes'"):
+        build_vector_env(DRIFT, 6, engine="processes", pin_workers="yes")
+    with pytest.raises(MetaRLError, match="pin_workers applies to engine 'processes'; the engine is 'serial'"):
+        build_vector_env(DRIFT, 6, engine="serial", pin_workers=True)
