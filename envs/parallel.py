@@ -39,7 +39,7 @@ MIN_ENVS_PER_WORKER = 4
 round trip, ~0.1 ms on 2 cores, outweighs what a slice of cheap envs saves)."""
 
 ENGINE_OPTIONS = ("engine", "num_workers", "timeout_s", "pin_workers", "ray_address",
-                  "ray_cpus_per_worker", "ray_restart_timeout_s")
+                  "ray_cpus_per_worker", "ray_restart_timeout_s", "ray_compiled_graph")
 """``env_options`` keys read here; every other key goes to the family's ``make_vector_env``."""
 
 
@@ -100,10 +100,14 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
         raise MetaRLError(f"env_options.pin_workers must be true or false (unset: auto); got {pin!r}")
     if pin is not None and engine not in ("auto", "processes"):
         raise MetaRLError(f"env_options.pin_workers applies to engine 'processes'; the engine is {engine!r}")
+    compiled = options.get("ray_compiled_graph")
+    if compiled is not None and not isinstance(compiled, bool):
+        raise MetaRLError(f"env_options.ray_compiled_graph must be true or false; got {compiled!r}")
     if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
-                                                           "ray_cpus_per_worker")):
+                                                           "ray_cpus_per_worker", "ray_compiled_graph")):
         raise MetaRLError(
-            "env_options.ray_address, ray_cpus_per_worker and ray_restart_timeout_s only apply to "
+            "env_options.ray_address, ray_cpus_per_worker, ray_restart_timeout_s and "
+            "ray_compiled_graph only apply to "
             f"engine 'ray'; the engine is {engine!r}"
         )
     _family_options(family, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})
@@ -135,6 +139,7 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
                      pin_workers: bool | None = None, ray_address: str | None = None,
                      ray_cpus_per_worker: float = 1.0,
                      ray_restart_timeout_s: float | None = None,
+                     ray_compiled_graph: bool | None = None,
                      **family_options: Any) -> VectorTaskEnv:
     """A :class:`~metarl.vector_env.VectorTaskEnv` of ``num_envs`` sub-envs of ``family``.
 
@@ -144,11 +149,12 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     before it counts as hung.  ``pin_workers``: pin each worker process to a core (unset: when
     the workers cover every core; see :func:`metarl.envs.processes.worker_cpus`).
     ``ray_address``: ``None`` starts a local Ray on 127.0.0.1, ``"auto"`` or ``"HOST:PORT"``
-    joins a running cluster.  Other options go to the family.
+    joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph (the
+    default) or ordinary actor calls (``False``).  Other options go to the family.
     """
     given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
              "pin_workers": pin_workers, "ray_address": ray_address,
-             "ray_restart_timeout_s": ray_restart_timeout_s,
+             "ray_restart_timeout_s": ray_restart_timeout_s, "ray_compiled_graph": ray_compiled_graph,
              **family_options}
     if ray_cpus_per_worker != 1.0:
         given["ray_cpus_per_worker"] = ray_cpus_per_worker
@@ -161,7 +167,8 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
             local_builder(family, engine=None, seed=seed, **ray_workers.slice_options(
                 family, family_options, ray_cpus_per_worker)),
             num_envs, seed=seed, num_workers=num_workers, cpus_per_worker=ray_cpus_per_worker,
-            address=ray_address, restart_timeout_s=ray_restart_timeout_s, **limits,
+            address=ray_address, restart_timeout_s=ray_restart_timeout_s,
+            compiled_graph=ray_compiled_graph is not False, **limits,
         )
     workers = num_workers or available_cpus()
     engine = resolve_engine(family, engine, num_envs, workers)

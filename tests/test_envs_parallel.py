@@ -130,8 +130,8 @@ def test_engine_names_and_options_are_checked():
     with pytest.raises(MetaRLError, match="num_workers and timeout_s apply to engines 'processes' "
                        "and 'ray'; the engine is 'serial'"):
         build_vector_env(navigation, 2, engine="serial", num_workers=2)
-    with pytest.raises(MetaRLError, match="ray_address, ray_cpus_per_worker and ray_restart_timeout_s only "
-                       "apply to engine 'ray'"):
+    with pytest.raises(MetaRLError, match="ray_address, ray_cpus_per_worker, ray_restart_timeout_s and "
+                       "ray_compiled_graph only apply to engine 'ray'"):
         build_vector_env(navigation, 2, engine="processes", ray_address="auto")
 
 

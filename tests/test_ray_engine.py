@@ -132,6 +132,35 @@ def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, l
     assert "replaying its" in message
 
 
+def test_compiled_steps_equal_ordinary_actor_calls(cluster):
+    """Steps go through the pool's compiled graph (on both nodes); ordinary calls
+    (``ray_compiled_graph=False``) give the same numbers, bit for bit, and so does the
+    in-process engine."""
+    family = get_family("PointRobot-Dense")
+    tasks = family.sample_tasks(np.random.default_rng(3), 6)
+    records = []
+    for engine, options in (("serial", {}), ("ray", {"num_workers": 2}),
+                            ("ray", {"num_workers": 2, "ray_compiled_graph": False})):
+        env = build_vector_env(family, 6, seed=4, engine=engine, **options)
+        if engine == "ray":
+            assert (env.pool.graph() is not None) == options.get("ray_compiled_graph", True)
+        env.set_tasks(tasks)
+        rng = np.random.default_rng(0)
+        record = [env.reset()]
+        for _ in range(30):
+            observations, rewards, terminated, truncated, infos = env.step(
+                rng.uniform(-1, 1, (6, env.action_dim)))
+            record += [observations, rewards, terminated, truncated, *(infos[k] for k in sorted(infos))]
+        env.close()
+        records.append(record)
+    for other in records[1:]:
+        assert len(other) == len(records[0])
+        for a, b in zip(records[0], other):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(MetaRLError, match="ray_compiled_graph must be true or false; got 'no'"):
+        build_vector_env(family, 2, engine="ray", ray_compiled_graph="no")
+
+
 def test_an_exception_in_a_worker_is_a_clear_error(cluster):
     env = build_vector_env(get_family("HalfCheetahDir"), 4, engine="ray", num_workers=2)
     with pytest.raises(MetaRLError, match=r"ray worker 0 \(pid \d+, node \w+\) failed during "
