@@ -102,7 +102,8 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
         raise MetaRLError(f"env_options.pin_workers applies to engine 'processes'; the engine is {engine!r}")
     compiled = options.get("ray_compiled_graph")
     if compiled is not None and not isinstance(compiled, bool):
-        raise MetaRLError(f"env_options.ray_compiled_graph must be true or false; got {compiled!r}")
+        raise MetaRLError(f"env_options.ray_compiled_graph must be true or false (unset: auto); "
+                          f"got {compiled!r}")
     if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
                                                            "ray_cpus_per_worker", "ray_compiled_graph")):
         raise MetaRLError(
@@ -149,8 +150,8 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     before it counts as hung.  ``pin_workers``: pin each worker process to a core (unset: when
     the workers cover every core; see :func:`metarl.envs.processes.worker_cpus`).
     ``ray_address``: ``None`` starts a local Ray on 127.0.0.1, ``"auto"`` or ``"HOST:PORT"``
-    joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph (the
-    default) or ordinary actor calls (``False``).  Other options go to the family.
+    joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph (``True``)
+    or ordinary actor calls (``False``); unset: compiled for episodes of 200 steps or more.  Other options go to the family.
     """
     given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
              "pin_workers": pin_workers, "ray_address": ray_address,
@@ -168,7 +169,7 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
                 family, family_options, ray_cpus_per_worker)),
             num_envs, seed=seed, num_workers=num_workers, cpus_per_worker=ray_cpus_per_worker,
             address=ray_address, restart_timeout_s=ray_restart_timeout_s,
-            compiled_graph=ray_compiled_graph is not False, **limits,
+            compiled_graph=ray_compiled_graph, **limits,
         )
     workers = num_workers or available_cpus()
     engine = resolve_engine(family, engine, num_envs, workers)

@@ -6,9 +6,11 @@ steps it when the driver sends the slice's actions.  The policy and the learner 
 driver (on its GPU when there is one), so every agent runs on Ray with no code of its own.
 
 Granularity: one actor call per env step and worker, with the batch's actions.  Steps go
-through a Ray *compiled graph* over the pool's actors (``ray.dag``, built on first use:
-shared-memory channels instead of a task submission per call), other commands through ordinary
-actor calls.  Measured on 2 cores (benchmarks/RESULTS.md): an ordinary round trip costs
+through a Ray *compiled graph* over the pool's actors (``ray.dag``: shared-memory channels
+instead of a task submission per call), other commands through ordinary actor calls.  Its
+readers poll (each actor keeps its core busy while it waits for the next step), so the graph
+lives for one rollout: compiled at ``reset`` (~0.13 s), torn down once every sub-env's episode
+has ended, before the learner's update needs the cores.  Measured on 2 cores (benchmarks/RESULTS.md): an ordinary round trip costs
 ~1.5-2 ms, about two Meta-World steps; the compiled graph's ~0.4 ms on one node (~1.4 ms to
 another node), so a slice of ~10 Meta-World sub-envs keeps the overhead near 10%.  Whole
 episodes on workers with a copy of the policy would amortise it further but need every agent's
@@ -53,6 +55,10 @@ DEFAULT_TIMEOUT_S = 300.0
 """Longest wait for one actor's answer to one command before it counts as hung."""
 DEFAULT_RESTART_TIMEOUT_S = 60.0
 """Longest wait for a replacement actor to be placed and started after one died."""
+COMPILE_MIN_EPISODE_STEPS = 200
+"""Compiling the graph costs ~0.13 s a rollout and saves ~1.2 ms a step (2 cores): below this
+many steps an episode, ordinary calls are as fast (the tests' 2D navigation, 100 steps, ran
+2x slower compiled)."""
 MAX_RESTARTS_PER_CALL = 3
 """A slice that dies this many times in one call is a failure, not bad luck (e.g. a crash
 that the replay reproduces)."""
@@ -182,8 +188,7 @@ class WorkerPool:
 
     _pools: dict[tuple[Any, ...], "WorkerPool"] = {}
 
-    def __init__(self, size: int, cpus_per_worker: float, start_timeout_s: float,
-                 compiled: bool = True) -> None:
+    def __init__(self, size: int, cpus_per_worker: float, start_timeout_s: float) -> None:
         self.size = size
         self.cpus_per_worker = cpus_per_worker
         self._actor_class = ray.remote(SliceWorker)
@@ -193,14 +198,14 @@ class WorkerPool:
         """Open vector envs on this pool; the last one to close stops its actors."""
         self.places = [self._place(index, "starting", start_timeout_s) for index in range(size)]
         self._graph: Any = None
-        self.compiled = compiled
-        """Whether steps go through a compiled graph (off when asked, or after it failed to compile)."""
-        self.graph()  # now, while every actor is known to answer (compiling waits for them all)
+        self.compiled = True
+        """Whether a compiled graph can be used (off after one failed to compile)."""
 
     def graph(self) -> Any:
-        """The compiled step graph over the current actors (compiled on first use): inputs
+        """The compiled step graph over the current actors (compiled if there is none): inputs
         ``(key, actions_0, ..., actions_{size-1})``, one output per actor; ``None`` when Ray
-        cannot compile it (steps then use ordinary calls)."""
+        cannot compile it (steps then use ordinary calls).  Call it only right after every actor
+        answered (compiling waits for each of them)."""
         if self._graph is None and self.compiled:
             from ray.dag import InputNode, MultiOutputNode
 
@@ -216,6 +221,10 @@ class WorkerPool:
                       file=sys.stderr)
         return self._graph
 
+    def current_graph(self) -> Any:
+        """The compiled graph if there is one now (never compiles)."""
+        return self._graph
+
     def drop_graph(self) -> None:
         """Tear the compiled graph down (before the actors change, or after it failed)."""
         graph, self._graph = self._graph, None
@@ -227,14 +236,14 @@ class WorkerPool:
 
     @classmethod
     def get(cls, *, address: str | None, num_workers: int | None, cpus_per_worker: float,
-            start_timeout_s: float, compiled: bool = True) -> "WorkerPool":
+            start_timeout_s: float) -> "WorkerPool":
         connect(address)
         if num_workers is None:
             cpus = float(ray.cluster_resources().get("CPU", 1.0))
             num_workers = max(1, int(cpus // cpus_per_worker))
-        key = (ray.get_runtime_context().get_job_id(), num_workers, cpus_per_worker, compiled)
+        key = (ray.get_runtime_context().get_job_id(), num_workers, cpus_per_worker)
         if key not in cls._pools:
-            cls._pools[key] = cls(num_workers, cpus_per_worker, start_timeout_s, compiled)
+            cls._pools[key] = cls(num_workers, cpus_per_worker, start_timeout_s)
         pool = cls._pools[key]
         pool.users += 1
         return pool
@@ -286,7 +295,6 @@ class WorkerPool:
         self.actors[index] = self._start()
         self.generations[index] += 1
         self.places[index] = self._place(index, f"replacing a worker that {cause}", timeout_s)
-        self.graph()
 
     @classmethod
     def shutdown_all(cls) -> None:
@@ -308,7 +316,7 @@ class RayVectorEnv:
     def __init__(self, make_slice: Callable[[int], VectorTaskEnv], num_envs: int, *, seed: int = 0,
                  num_workers: int | None = None, cpus_per_worker: float = 1.0,
                  address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 restart_timeout_s: float | None = None, compiled_graph: bool = True) -> None:
+                 restart_timeout_s: float | None = None, compiled_graph: bool | None = None) -> None:
         require_ray()
         if cpus_per_worker <= 0:
             raise MetaRLError(f"env_options.ray_cpus_per_worker must be positive; got {cpus_per_worker}")
@@ -316,8 +324,7 @@ class RayVectorEnv:
                                   else float(restart_timeout_s))
         self.pool = WorkerPool.get(address=address, num_workers=num_workers,
                                    cpus_per_worker=cpus_per_worker,
-                                   start_timeout_s=self.restart_timeout_s,
-                                   compiled=compiled_graph)
+                                   start_timeout_s=self.restart_timeout_s)
         self.num_envs = num_envs
         self.timeout_s = timeout_s
         self._make_slice = make_slice
@@ -329,6 +336,8 @@ class RayVectorEnv:
         self._tasks: list[list[Task] | None] = [None] * len(self.slices)
         self._reset_seed: int | None = None
         self._actions: list[np.ndarray] = []
+        self._done = np.zeros(num_envs, dtype=bool)
+        """Sub-envs whose episode ended since the reset; all ended: the compiled graph goes."""
         self._generations = [-1] * len(self.slices)
         self._closed = False
         self.restarts = 0
@@ -336,6 +345,10 @@ class RayVectorEnv:
         specs = self._gather("build", [() for _ in self.slices])
         (self.observation_dim, self.action_dim, low, high, self.max_episode_steps) = specs[0]
         self.action_low, self.action_high = np.asarray(low).copy(), np.asarray(high).copy()
+        self.compiled_graph = (self.max_episode_steps >= COMPILE_MIN_EPISODE_STEPS
+                               if compiled_graph is None else bool(compiled_graph))
+        """Whether this env's rollouts step through the compiled graph (unset: when its episodes
+        are long enough to repay compiling it, :data:`COMPILE_MIN_EPISODE_STEPS`)."""
 
     # ------------------------------------------------------------------ messaging
     def _call(self, index: int, command: str, args: tuple) -> Any:
@@ -415,12 +428,12 @@ class RayVectorEnv:
         log and the caller redoes the step with ordinary calls)."""
         if self._closed:
             raise MetaRLError("'step' on a closed vector env")
+        graph = self.pool.current_graph() if self.compiled_graph else None
+        if graph is None:
+            return None
         for index in range(len(self.slices)):
             if self._generations[index] != self.pool.generations[index]:
                 self._rebuild(index)  # another env of this run replaced the actor already
-        graph = self.pool.graph()
-        if graph is None:
-            return None
         inputs = per_slice + [None] * (self.pool.size - len(per_slice))
         replies = []
         try:
@@ -481,6 +494,9 @@ class RayVectorEnv:
         base = self._reset_seeds.next(seed)
         observations = self._gather("reset", [(base + start,) for start, _ in self.slices])
         self._reset_seed, self._actions = base, []
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        if self.compiled_graph:
+            self.pool.graph()  # for this rollout's steps (the actors have just answered)
         return np.concatenate(observations).astype(np.float32)
 
     def step(self, actions: np.ndarray):
@@ -491,9 +507,13 @@ class RayVectorEnv:
             replies = self._gather("step", [(chunk,) for chunk in per_slice])
         self._actions.append(actions)
         observations, rewards, terminated, truncated, infos = zip(*replies)
+        terminated, truncated = np.concatenate(terminated), np.concatenate(truncated)
+        self._done |= terminated | truncated
+        if self._done.all():  # the rollout is over: idle actors must not poll their channels
+            self.pool.drop_graph()
         return (np.concatenate(observations).astype(np.float32),
-                np.concatenate(rewards).astype(np.float32), np.concatenate(terminated),
-                np.concatenate(truncated), merge_infos(infos))
+                np.concatenate(rewards).astype(np.float32), terminated, truncated,
+                merge_infos(infos))
 
     def close(self) -> None:
         if self._closed:

@@ -124,7 +124,8 @@ def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, l
         os.kill(killed["pid"], signal.SIGKILL)
 
     _step_hook(monkeypatch, 250, kill_worker_1)  # mid-rollout in iteration 2 (200 steps each)
-    run_dir = _train(tmp_path, "killed", RAY)
+    # Compiled steps (a failed one rebuilds every slice); ordinary calls: the lost node below.
+    run_dir = _train(tmp_path, "killed", [*RAY, "env_options.ray_compiled_graph=true"])
     assert "pid" in killed
     assert _strip(read_metrics(run_dir)) == local_metrics
     message = capfd.readouterr().err
@@ -139,26 +140,40 @@ def test_compiled_steps_equal_ordinary_actor_calls(cluster):
     family = get_family("PointRobot-Dense")
     tasks = family.sample_tasks(np.random.default_rng(3), 6)
     records = []
-    for engine, options in (("serial", {}), ("ray", {"num_workers": 2}),
+    for engine, options in (("serial", {}), ("ray", {"num_workers": 2, "ray_compiled_graph": True}),
                             ("ray", {"num_workers": 2, "ray_compiled_graph": False})):
         env = build_vector_env(family, 6, seed=4, engine=engine, **options)
-        if engine == "ray":
-            assert (env.pool.graph() is not None) == options.get("ray_compiled_graph", True)
         env.set_tasks(tasks)
         rng = np.random.default_rng(0)
         record = [env.reset()]
+        if engine == "ray":
+            assert (env.pool.current_graph() is not None) == options["ray_compiled_graph"]
         for _ in range(30):
             observations, rewards, terminated, truncated, infos = env.step(
                 rng.uniform(-1, 1, (6, env.action_dim)))
             record += [observations, rewards, terminated, truncated, *(infos[k] for k in sorted(infos))]
         env.close()
         records.append(record)
+    # A rollout to the end of its episodes tears the graph down (idle actors would poll).
+    env = build_vector_env(family, 2, engine="ray", num_workers=2, ray_compiled_graph=True)
+    env.set_tasks(tasks[:2])
+    env.reset()
+    assert env.pool.current_graph() is not None
+    for _ in range(env.max_episode_steps):
+        env.step(np.zeros((2, env.action_dim)))
+    assert env.pool.current_graph() is None
+    env.close()
     for other in records[1:]:
         assert len(other) == len(records[0])
         for a, b in zip(records[0], other):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(MetaRLError, match="ray_compiled_graph must be true or false; got 'no'"):
+    with pytest.raises(MetaRLError, match=r"ray_compiled_graph must be true or false \(unset: auto\); got 'no'"):
         build_vector_env(family, 2, engine="ray", ray_compiled_graph="no")
+    # Unset: compiled where episodes are long enough to repay it.
+    for name, compiled in (("Navigation2D", False), ("HalfCheetahVel-MAML", True)):
+        env = build_vector_env(get_family(name), 2, engine="ray", num_workers=2)
+        assert env.compiled_graph is compiled, name
+        env.close()
 
 
 def test_an_exception_in_a_worker_is_a_clear_error(cluster):
@@ -168,9 +183,11 @@ def test_an_exception_in_a_worker_is_a_clear_error(cluster):
         env.set_tasks([{"speed": 1.0}] * 4)  # HalfCheetahDir tasks have a "direction"
 
 
-def test_a_worker_that_stops_answering_times_out(cluster):
+@pytest.mark.parametrize("compiled", [False, True], ids=["ordinary-calls", "compiled-graph"])
+def test_a_worker_that_stops_answering_times_out(cluster, compiled):
     family = get_family("Navigation2D")
-    env = build_vector_env(family, 4, engine="ray", num_workers=2, timeout_s=1.0)
+    env = build_vector_env(family, 4, engine="ray", num_workers=2, timeout_s=1.0,
+                           ray_compiled_graph=compiled)
     env.set_tasks(family.sample_tasks(np.random.default_rng(0), 4))
     env.reset()
     pid = env.pool.places[0][0]
