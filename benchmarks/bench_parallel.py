@@ -28,7 +28,7 @@ import platform
 import statistics
 import time
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -66,7 +66,10 @@ class Stepper:
         self.rates.clear()
 
     def measure(self, seconds: float) -> float:
-        env, steps, start = self.env, 0, time.perf_counter()
+        env = self.env
+        if not self.gymnasium_env:  # every measurement from a reset, as a rollout runs
+            self.observations = env.reset()
+        steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             if self.gymnasium_env:  # it autoresets itself
                 self.observations = env.step(self.act(self.observations))[0]
@@ -76,6 +79,8 @@ class Stepper:
                     self.observations = env.reset()
             steps += 1
         rate = steps * self.num_envs / (time.perf_counter() - start)
+        if hasattr(env, "pool"):  # a rollout cut short: no compiled graph left polling meanwhile
+            env.pool.drop_graph()
         self.rates.append(rate)
         return rate
 
@@ -120,19 +125,30 @@ def mixed_ml10_tasks(num_envs: int):
     return family, [by_class[classes[i % len(classes)]][i // len(classes)] for i in range(num_envs)]
 
 
-def ray_overheads(seconds: float) -> tuple[float, float]:
+def ray_overheads(seconds: float, compiled: bool) -> tuple[float, float]:
     """Ray's added time per step: per call (a round trip to each worker, in parallel) and per
-    sub-env, from 2D navigation (its own step costs microseconds) with 2 workers."""
+    sub-env, from 2D navigation (its own step costs microseconds) with 2 workers, through the
+    compiled graph or ordinary actor calls."""
     family = get_family("Navigation2D")
-    rates = {}
+    step_seconds = {}
     for num_envs in (2, 512):
         tasks = family.sample_tasks(np.random.default_rng(0), num_envs)
-        for engine, extra in (("serial", {}), ("ray", {"num_workers": 2})):
+        for engine, extra in (("serial", {}), ("ray", {"num_workers": 2, "ray_compiled_graph": compiled})):
             env = build_vector_env(family, num_envs, engine=engine, **extra)
-            rates[engine, num_envs] = steps_per_second(env, tasks, seconds) / num_envs
+            env.set_tasks(tasks)
+            actions = np.zeros((num_envs, env.action_dim))
+            timed, steps, start = 0.0, 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                env.reset()  # not timed: a compiled graph is built here
+                began = time.perf_counter()
+                for _ in range(env.max_episode_steps - 1):  # within the episode: the graph stays
+                    env.step(actions)
+                timed += time.perf_counter() - began
+                steps += env.max_episode_steps - 1
+            step_seconds[engine, num_envs] = timed / steps
             env.close()
-    per_call = 1 / rates["ray", 2] - 1 / rates["serial", 2]
-    per_call_512 = 1 / rates["ray", 512] - 1 / rates["serial", 512]
+    per_call = step_seconds["ray", 2] - step_seconds["serial", 2]
+    per_call_512 = step_seconds["ray", 512] - step_seconds["serial", 512]
     per_env = max(0.0, (per_call_512 - per_call) / 510)
     return per_call, per_env
 
@@ -209,9 +225,12 @@ def main() -> None:
                              build_vector_env(ml10, n, engine="processes", num_workers=2), tasks),
         "ray1": Stepper("ray, 1 worker", build_vector_env(ml10, n, engine="ray", num_workers=1), tasks),
         "ray2": Stepper("ray, 2 workers", build_vector_env(ml10, n, engine="ray", num_workers=2), tasks),
+        "ray2calls": Stepper("ray, 2 workers, ordinary calls", build_vector_env(
+            ml10, n, engine="ray", num_workers=2, ray_compiled_graph=False), tasks),
     }
     compare("Meta-World ML10, mixed classes, with Ray running", steppers, seconds, rounds, {
         "ray 2 workers / processes 2 workers": ("ray2", "processes"),
+        "ray 2 workers, ordinary calls / processes": ("ray2calls", "processes"),
     })
     for stepper in steppers.values():
         stepper.close()
@@ -232,12 +251,15 @@ def main() -> None:
     for stepper in steppers.values():
         stepper.close()
 
-    per_call, per_env = ray_overheads(seconds / 2)
-    print(f"Ray's added cost per env step: {per_call * 1e6:,.0f} µs a call (one round trip to each "
-          f"worker, in parallel), {per_env * 1e6:.2f} µs per sub-env")
+    for compiled in (False, True):
+        per_call, per_env = ray_overheads(seconds / 2, compiled)
+        print(f"Ray's added cost per env step, {'compiled graph' if compiled else 'ordinary calls'}: "
+              f"{per_call * 1e6:,.0f} µs a call (one round trip to each worker, in parallel), "
+              f"{per_env * 1e6:.2f} µs per sub-env")
     costs = {"ML10": 1 / serial_ml10, "HalfCheetah": 1 / serial_cheetah}
     dims = {"ML10": (39, 4), "HalfCheetah": (20, 6)}
-    print("Workers at which one learner's driver saturates (sub-env cost x N / (policy + round trip)):")
+    print("Workers at which one learner's driver saturates (sub-env cost x N / (policy + compiled "
+          "round trip)):")
     for agent, shape in SHAPES.items():
         cells = []
         for family, num_envs in shape.items():
