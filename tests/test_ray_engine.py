@@ -47,6 +47,14 @@ def cluster():
         head.shutdown()
 
 
+def _wait_for_free_cpus(cpus: float, timeout_s: float = 60.0) -> None:
+    """Until the cluster has ``cpus`` CPUs free (a killed actor's CPU returns a moment later)."""
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < cpus:
+        assert time.monotonic() < deadline, f"the cluster still has {ray.available_resources()} free"
+        time.sleep(0.2)
+
+
 def _strip(metrics):
     """Metrics without timings (``time/*``; PEARL's gradient steps per second too)."""
     return [{k: v for k, v in m.items() if not k.startswith("time/") and not k.endswith("_per_second")}
@@ -213,6 +221,7 @@ def test_a_worker_that_stops_answering_times_out(cluster, compiled):
 def test_a_lost_node_stops_the_run_cleanly_and_resume_is_exact(cluster, tmp_path, local_metrics,
                                                               monkeypatch):
     """Last in this module: it removes the second node (and adds one back)."""
+    _wait_for_free_cpus(2.0)  # the actors of the tests before it are gone
     other = [node for node in cluster.list_all_nodes() if not node.head][0]
     _step_hook(monkeypatch, 250, lambda env: cluster.remove_node(other))  # iteration 2
     options = [*RAY, "env_options.ray_restart_timeout_s=3"]
