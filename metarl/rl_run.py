@@ -16,7 +16,7 @@ import torch
 from metarl.adapt_then_evaluate import NAME as ADAPT_THEN_EVALUATE
 from metarl.adapt_then_evaluate import ProtocolOptions, adapt_then_evaluate, task_class
 from metarl.agent import MetaAgent, TrainingBudget
-from metarl.config import TrainConfig, build_dataclass
+from metarl.config import EvaluationConfig, TrainConfig, build_dataclass
 from metarl.device import resolve_device
 from metarl.evaluate import meta_evaluate
 from metarl.logger import Logger
@@ -163,7 +163,29 @@ def resolve_protocol(config: TrainConfig, family: TaskFamily) -> TrainConfig:
         protocol = family.evaluation_protocol
     if protocol not in PROTOCOLS:
         raise MetaRLError(f"evaluation.protocol {protocol!r}; accepted: auto, {', '.join(PROTOCOLS)}")
+    unused = _UNUSED_UNDER[protocol]
+    defaults = EvaluationConfig()
+    changed = [key for key in unused if getattr(config.evaluation, key) != getattr(defaults, key)]
+    if changed:
+        other = "adapt_then_evaluate" if protocol == "stages" else "stages"
+        raise MetaRLError(
+            f"evaluation.{', evaluation.'.join(changed)} only apply to evaluation.protocol={other}, "
+            f"and the protocol here is {protocol!r}"
+            + (" (the family's own)" if config.evaluation.protocol == "auto" else "")
+            + ("; its tasks are evaluation.num_rounds x evaluation.tasks_per_round"
+               if protocol == ADAPT_THEN_EVALUATE else "")
+        )
     return replace(config, evaluation=replace(config.evaluation, protocol=protocol))
+
+
+_UNUSED_UNDER = {
+    "stages": ("adaptation_episodes", "evaluation_episodes", "num_rounds", "tasks_per_round",
+               "goals_per_class", "train_class_rounds"),
+    ADAPT_THEN_EVALUATE: ("num_tasks",),
+}
+"""``evaluation`` keys each protocol does not read (a config that sets one gets an error, not
+silence).  ``num_stages`` / ``episodes_per_stage`` still shape the final video's rollout under
+``adapt_then_evaluate``."""
 
 
 def build_rl_run(config: TrainConfig) -> RLRun:

@@ -180,3 +180,25 @@ def test_the_family_declares_its_protocol_and_the_run_config_records_the_resolve
     unknown = TrainConfig(evaluation=replace(TrainConfig().evaluation, protocol="official"))
     with pytest.raises(MetaRLError, match="evaluation.protocol 'official'; accepted: auto, stages, adapt_then_evaluate"):
         resolve_protocol(unknown, family)
+
+
+def test_keys_of_the_other_protocol_are_an_error_not_ignored():
+    from metarl.config import load_config
+    from metarl.rl_run import resolve_protocol
+    from metarl.tasks import get_family
+
+    navigation = get_family("Navigation2D")  # its own protocol: stages
+    config = load_config(None, ["env=Navigation2D", "evaluation.num_rounds=2"])
+    with pytest.raises(MetaRLError, match=r"evaluation.num_rounds only apply to "
+                       r"evaluation.protocol=adapt_then_evaluate, and the protocol here is 'stages' "
+                       r"\(the family's own\)"):
+        resolve_protocol(config, navigation)
+    config = load_config(None, ["env=Navigation2D", "evaluation.protocol=adapt_then_evaluate",
+                                "evaluation.num_tasks=10"])
+    with pytest.raises(MetaRLError, match=r"evaluation.num_tasks only apply to evaluation.protocol="
+                       r"stages, and the protocol here is 'adapt_then_evaluate'; its tasks are "
+                       r"evaluation.num_rounds x evaluation.tasks_per_round"):
+        resolve_protocol(config, navigation)
+    # The keys of the protocol in use are fine, and so are the defaults of the other.
+    config = load_config(None, ["env=Navigation2D", "evaluation.num_tasks=10"])
+    assert resolve_protocol(config, navigation).evaluation.protocol == "stages"
