@@ -230,6 +230,7 @@ def test_a_lost_node_stops_the_run_cleanly_and_resume_is_exact(cluster, tmp_path
                        r"a worker that died .*\): lower env_options.num_workers or add nodes"):
         _train(tmp_path, "lost", options)
     assert time.monotonic() - start < 60.0
+    print(f"lost node: the run stopped {time.monotonic() - start:.1f} s after it started")
     run_dir = tmp_path / "lost"
     assert latest_checkpoint(run_dir).name == "iteration_000001.pt"  # intact, nothing newer
     monkeypatch.undo()
