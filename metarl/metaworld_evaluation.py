@@ -182,6 +182,10 @@ class _SubEnv:
             if stage.episode == stage.num_episodes:
                 self.stage = None
                 self.sampler.replies.put(_trajectories(stage.steps))
+                # Wait until the adapt thread asks for its next stage (or ends): threads that
+                # computed at once would share the agent's modules (functional_call swaps a
+                # module's parameters in place), and the round's results would depend on timing.
+                self._current()
             else:
                 stage.steps.append([])
 
