@@ -70,6 +70,21 @@ def _cloned_agent():
     return family, agent
 
 
+def _through_a_checkpoint(agent, run_dir):
+    """The agent as both evaluators get it: saved with the project's checkpoint code, loaded
+    (``weights_only``) into a fresh MAML-TRPO."""
+    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(run_dir, 0, {"agent": agent.state_dict()})
+    loaded = MAMLTRPO(MAMLTRPOConfig(eval_inner_lrs=INNER_LRS), observation_dim=39, action_dim=4,
+                      device=torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+    loaded.load_state_dict(load_checkpoint(path)["agent"])
+    for name, value in agent.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[name], value, rtol=0, atol=0)
+    return loaded
+
+
 def _scored_by_metaworld(family, agent):
     """Meta-World's success rate, per-round scores, and the test tasks its env drew (our dicts)."""
     import gymnasium as gym
@@ -107,11 +122,12 @@ def _scored_by_metaworld(family, agent):
 
 
 @pytest.mark.slow
-def test_our_protocol_and_metaworlds_score_a_cloned_checkpoint_alike():
+def test_our_protocol_and_metaworlds_score_a_cloned_checkpoint_alike(tmp_path):
     from metarl.adapt_then_evaluate import ProtocolOptions, adapt_then_evaluate
     from metarl.rollout import Sampler
 
-    family, agent = _cloned_agent()
+    family, cloned = _cloned_agent()
+    agent = _through_a_checkpoint(cloned, tmp_path)
     theirs, drawn = _scored_by_metaworld(family, agent)
     sampler = Sampler(family, seed=0)
     options = ProtocolOptions(**OPTIONS, num_rounds=NUM_ROUNDS, tasks_per_round=1, goals_per_class=len(drawn))
