@@ -88,13 +88,6 @@ class Stepper:
         self.env.close()
 
 
-def steps_per_second(env, tasks, seconds: float) -> float:
-    stepper = Stepper("", env, tasks)
-    rate = stepper.measure(seconds)
-    stepper.close()
-    return rate
-
-
 def compare(title: str, steppers: dict[str, Stepper], seconds: float, rounds: int,
             pairs: dict[str, tuple[str, str]]) -> None:
     """Measure every engine ``rounds`` times, interleaved (the host's load drifts), and print the

@@ -150,8 +150,9 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     before it counts as hung.  ``pin_workers``: pin each worker process to a core (unset: when
     the workers cover every core; see :func:`metarl.envs.processes.worker_cpus`).
     ``ray_address``: ``None`` starts a local Ray on 127.0.0.1, ``"auto"`` or ``"HOST:PORT"``
-    joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph (``True``)
-    or ordinary actor calls (``False``); unset: compiled for episodes of 200 steps or more.  Other options go to the family.
+    joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph
+    (``True``) or ordinary actor calls (``False``); unset: where it pays
+    (:func:`metarl.envs.ray_workers.compile_pays`).  Other options go to the family.
     """
     given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
              "pin_workers": pin_workers, "ray_address": ray_address,

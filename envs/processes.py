@@ -58,7 +58,16 @@ class SharedArrays:
         return self.arrays[name]
 
 
-def worker_cpus(num_workers: int, pin: bool | None = None) -> list[int | None]:
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on, sorted (empty where the OS does not say: not Linux)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return []
+
+
+def worker_cpus(num_workers: int, pin: bool | None = None,
+                cpus: Sequence[int] | None = None) -> list[int | None]:
     """The CPU each worker is pinned to (``None``: not pinned).
 
     ``pin=None`` (auto) pins when the workers cover every CPU this process may run on (then each
@@ -68,9 +77,8 @@ def worker_cpus(num_workers: int, pin: bool | None = None) -> list[int | None]:
     With fewer workers than CPUs nothing is pinned, so runs side by side on a bigger machine do
     not pile onto its first cores.
     """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
+    cpus = allowed_cpus() if cpus is None else list(cpus)
+    if not cpus:
         return [None] * num_workers
     if pin is None:
         pin = len(cpus) > 1 and num_workers >= len(cpus)
@@ -173,8 +181,9 @@ class ProcessVectorEnv:
         self._shared = SharedArrays(context, num_envs, self.observation_dim, self.action_dim)
         bounds = np.linspace(0, num_envs, min(num_workers, num_envs) + 1).astype(int)
         self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-        self.cpus = worker_cpus(len(self.slices), pin_workers)
-        spin_s = SPIN_S if len(self.slices) <= len(os.sched_getaffinity(0)) else 0.0
+        cpus = allowed_cpus()
+        self.cpus = worker_cpus(len(self.slices), pin_workers, cpus)
+        spin_s = SPIN_S if len(self.slices) <= (len(cpus) or os.cpu_count() or 1) else 0.0
         self._connections = []
         self._processes = []
         for index, (start, stop) in enumerate(self.slices):

@@ -10,9 +10,10 @@ through a Ray *compiled graph* over the pool's actors (``ray.dag``: shared-memor
 instead of a task submission per call), other commands through ordinary actor calls.  Its
 readers poll (each actor keeps its core busy while it waits for the next step), so the graph
 lives for one rollout: compiled at ``reset`` (~0.13 s), torn down once every sub-env's episode
-has ended, before the learner's update needs the cores.  Measured on 2 cores (benchmarks/RESULTS.md): an ordinary round trip costs
-~1.5-2 ms, about two Meta-World steps; the compiled graph's ~0.4 ms on one node (~1.4 ms to
-another node), so a slice of ~10 Meta-World sub-envs keeps the overhead near 10%.  Whole
+has ended, before the learner's update needs the cores; and it is used only where it pays
+(:func:`compile_pays`).  Measured on 2 cores (benchmarks/RESULTS.md): an ordinary round trip
+costs ~1.5-2 ms, about two Meta-World steps; the compiled graph's ~0.4 ms on one node (~1.4 ms
+to another node) when the driver has a core of its own.  Whole
 episodes on workers with a copy of the policy would amortise it further but need every agent's
 acting state (RL²'s hidden state, PEARL's latent) to travel, which this design avoids.  Where
 the graph cannot be compiled, steps fall back to ordinary calls (one line on stderr).
@@ -227,9 +228,9 @@ class WorkerPool:
                 self._graph = dag.experimental_compile()
             except Exception as error:  # an old Ray, or a cluster whose channels do not work
                 self.compiled = False
+                first_line = (str(error).splitlines() or [""])[0]
                 print(f"metarl: ray workers step through ordinary actor calls (a compiled graph "
-                      f"failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
-                      file=sys.stderr)
+                      f"failed: {type(error).__name__}: {first_line})", file=sys.stderr)
         return self._graph
 
     def cpus_on_driver_node(self) -> float:
@@ -405,6 +406,12 @@ class RayVectorEnv:
                              f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
         self._generations[index] = self.pool.generations[index]
 
+    def _sync_generations(self) -> None:
+        """Rebuild the slices whose actor another env of this run replaced already."""
+        for index in range(len(self.slices)):
+            if self._generations[index] != self.pool.generations[index]:
+                self._rebuild(index)
+
     def _fail(self, message: str) -> MetaRLError:
         if not self._closed:
             self._closed = True
@@ -414,11 +421,9 @@ class RayVectorEnv:
     def _gather(self, command: str, args: Sequence[tuple]) -> list[Any]:
         if self._closed:
             raise MetaRLError(f"{command!r} on a closed vector env")
-        refs = {}
-        for index in range(len(self.slices)):
-            if command != "build" and self._generations[index] != self.pool.generations[index]:
-                self._rebuild(index)  # another env of this run replaced the actor already
-            refs[index] = self._call(index, command, args[index])
+        if command != "build":
+            self._sync_generations()
+        refs = {index: self._call(index, command, args[index]) for index in range(len(self.slices))}
         values = list(refs.values())
         try:  # one wait for every worker: the common case
             results = ray.get(values, timeout=self.timeout_s)
@@ -462,9 +467,7 @@ class RayVectorEnv:
         graph = self.pool.current_graph() if self.compiled_graph else None
         if graph is None:
             return None
-        for index in range(len(self.slices)):
-            if self._generations[index] != self.pool.generations[index]:
-                self._rebuild(index)  # another env of this run replaced the actor already
+        self._sync_generations()
         inputs = per_slice + [None] * (self.pool.size - len(per_slice))
         replies = []
         try:
