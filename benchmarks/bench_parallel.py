@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from bench_envs import make_policy  # noqa: E402  (the same 64-64 MLP policy as the engine benchmark)
 from metarl.envs import metaworld as metaworld_envs  # noqa: E402
 from metarl.envs.parallel import build_vector_env  # noqa: E402
+from metarl.rollout import collect  # noqa: E402
 from metarl.tasks import TaskSampler, get_family  # noqa: E402
 
 RESULTS: list[tuple[str, str, int, float]] = []
@@ -81,6 +82,46 @@ class Stepper:
         rate = steps * self.num_envs / (time.perf_counter() - start)
         if hasattr(env, "pool"):  # a rollout cut short: no compiled graph left polling meanwhile
             env.pool.drop_graph()
+        self.rates.append(rate)
+        return rate
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class BenchActor:
+    """The same 64-64 tanh MLP as :func:`make_policy`, as an actor for ``metarl.rollout.collect``
+    (noise from its own generator, so that copies on Ray workers draw what it draws)."""
+
+    def __init__(self, observation_dim: int, action_dim: int) -> None:
+        torch.manual_seed(0)
+        self.network = torch.nn.Sequential(
+            torch.nn.Linear(observation_dim, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64),
+            torch.nn.Tanh(), torch.nn.Linear(64, action_dim))
+        self.generator = torch.Generator().manual_seed(0)
+
+    def act(self, observations: torch.Tensor) -> torch.Tensor:
+        mean = self.network(observations)
+        return torch.clamp(mean + 0.3 * torch.randn(mean.shape, generator=self.generator), -1.0, 1.0)
+
+
+class Collector:
+    """Whole episodes through ``metarl.rollout.collect`` (what a sampler runs): env steps per
+    second, the policy's forward passes and, on Ray with episode granularity, the driver
+    following the workers' episodes included."""
+
+    def __init__(self, label: str, env: Any, tasks) -> None:
+        self.label, self.env, self.num_envs = label, env, env.num_envs
+        self.actor = BenchActor(env.observation_dim, env.action_dim)
+        env.set_tasks(tasks)
+        self.rates: list[float] = []
+        collect(env, self.actor)  # warm-up
+
+    def measure(self, seconds: float) -> float:
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            steps += int(collect(self.env, self.actor).mask.sum())
+        rate = steps / (time.perf_counter() - start)
         self.rates.append(rate)
         return rate
 
@@ -227,6 +268,23 @@ def main() -> None:
     })
     for stepper in steppers.values():
         stepper.close()
+    # Whole episodes, as a sampler collects them: Ray's default granularity runs them on the
+    # workers (one call per episode and worker), against the processes engine's stepping.
+    collectors = {
+        "processes": Collector("processes, 2 workers", build_vector_env(
+            ml10, n, engine="processes", num_workers=2), tasks),
+        "ray2episodes": Collector("ray, 2 workers, episodes on workers", build_vector_env(
+            ml10, n, engine="ray", num_workers=2), tasks),
+        "ray2steps": Collector("ray, 2 workers, a call per step", build_vector_env(
+            ml10, n, engine="ray", num_workers=2, ray_granularity="step"), tasks),
+    }
+    compare("Meta-World ML10, whole episodes through metarl.rollout.collect, with Ray running",
+            collectors, max(seconds, 2.5), rounds, {
+                "ray 2 workers, episodes / processes 2 workers": ("ray2episodes", "processes"),
+                "ray 2 workers, steps / processes 2 workers": ("ray2steps", "processes"),
+            })
+    for collector in collectors.values():
+        collector.close()
 
     cheetah = get_family("HalfCheetahVel-MAML")
     cheetah_tasks = TaskSampler(cheetah, 0).sample_train(64)

@@ -39,7 +39,8 @@ MIN_ENVS_PER_WORKER = 4
 round trip, ~0.1 ms on 2 cores, outweighs what a slice of cheap envs saves)."""
 
 ENGINE_OPTIONS = ("engine", "num_workers", "timeout_s", "pin_workers", "ray_address",
-                  "ray_cpus_per_worker", "ray_restart_timeout_s", "ray_compiled_graph")
+                  "ray_cpus_per_worker", "ray_restart_timeout_s", "ray_compiled_graph",
+                  "ray_granularity")
 """``env_options`` keys read here; every other key goes to the family's ``make_vector_env``."""
 
 
@@ -104,12 +105,15 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
     if compiled is not None and not isinstance(compiled, bool):
         raise MetaRLError(f"env_options.ray_compiled_graph must be true or false (unset: auto); "
                           f"got {compiled!r}")
-    if engine != "ray" and any(key in options for key in ("ray_address", "ray_restart_timeout_s",
-                                                           "ray_cpus_per_worker", "ray_compiled_graph")):
+    granularity = options.get("ray_granularity")
+    if granularity is not None and granularity not in ("episode", "step"):
+        raise MetaRLError(f"env_options.ray_granularity must be episode or step (unset: episode); "
+                          f"got {granularity!r}")
+    ray_keys = ("ray_address", "ray_restart_timeout_s", "ray_cpus_per_worker", "ray_compiled_graph",
+                "ray_granularity")
+    if engine != "ray" and any(key in options for key in ray_keys):
         raise MetaRLError(
-            "env_options.ray_address, ray_cpus_per_worker, ray_restart_timeout_s and "
-            "ray_compiled_graph only apply to "
-            f"engine 'ray'; the engine is {engine!r}"
+            f"env_options.{', '.join(ray_keys)} only apply to engine 'ray'; the engine is {engine!r}"
         )
     _family_options(family, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})
 
@@ -141,6 +145,7 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
                      ray_cpus_per_worker: float = 1.0,
                      ray_restart_timeout_s: float | None = None,
                      ray_compiled_graph: bool | None = None,
+                     ray_granularity: str | None = None,
                      **family_options: Any) -> VectorTaskEnv:
     """A :class:`~metarl.vector_env.VectorTaskEnv` of ``num_envs`` sub-envs of ``family``.
 
@@ -152,11 +157,14 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
     ``ray_address``: ``None`` starts a local Ray on 127.0.0.1, ``"auto"`` or ``"HOST:PORT"``
     joins a running cluster.  ``ray_compiled_graph``: steps through a Ray compiled graph
     (``True``) or ordinary actor calls (``False``); unset: where it pays
-    (:func:`metarl.envs.ray_workers.compile_pays`).  Other options go to the family.
+    (:func:`metarl.envs.ray_workers.compile_pays`); they apply to ``ray_granularity="step"``,
+    one call per env step, while ``"episode"`` (the default) runs whole episodes of the
+    collector's policy on the workers, one call per episode.  Other options go to the family.
     """
     given = {"engine": engine, "num_workers": num_workers, "timeout_s": timeout_s,
              "pin_workers": pin_workers, "ray_address": ray_address,
              "ray_restart_timeout_s": ray_restart_timeout_s, "ray_compiled_graph": ray_compiled_graph,
+             "ray_granularity": ray_granularity,
              **family_options}
     if ray_cpus_per_worker != 1.0:
         given["ray_cpus_per_worker"] = ray_cpus_per_worker
@@ -170,7 +178,7 @@ def build_vector_env(family: TaskFamily, num_envs: int, *, seed: int = 0, engine
                 family, family_options, ray_cpus_per_worker)),
             num_envs, seed=seed, num_workers=num_workers, cpus_per_worker=ray_cpus_per_worker,
             address=ray_address, restart_timeout_s=ray_restart_timeout_s,
-            compiled_graph=ray_compiled_graph, **limits,
+            compiled_graph=ray_compiled_graph, granularity=ray_granularity or "episode", **limits,
         )
     workers = num_workers or available_cpus()
     engine = resolve_engine(family, engine, num_envs, workers)

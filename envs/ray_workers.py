@@ -1,22 +1,27 @@
 """Rollout workers on Ray: a vector env whose sub-envs step on Ray actors, anywhere in a cluster.
 
 :class:`RayVectorEnv` splits ``num_envs`` sub-envs into contiguous slices, one per actor of a
-:class:`WorkerPool`; each actor builds its slice with the family's best in-process engine and
-steps it when the driver sends the slice's actions.  The policy and the learner stay in the
-driver (on its GPU when there is one), so every agent runs on Ray with no code of its own.
+:class:`WorkerPool`; each actor builds its slice with the family's best in-process engine.
+The learner stays in the driver (on its GPU when there is one); every agent runs on Ray with
+no code of its own.
 
-Granularity: one actor call per env step and worker, with the batch's actions.  Steps go
-through a Ray *compiled graph* over the pool's actors (``ray.dag``: shared-memory channels
-instead of a task submission per call), other commands through ordinary actor calls.  Its
-readers poll (each actor keeps its core busy while it waits for the next step), so the graph
-lives for one rollout: compiled at ``reset`` (~0.13 s), torn down once every sub-env's episode
-has ended, before the learner's update needs the cores; and it is used only where it pays
-(:func:`compile_pays`).  Measured on 2 cores (benchmarks/RESULTS.md): an ordinary round trip
-costs ~1.5-2 ms, about two Meta-World steps; the compiled graph's ~0.4 ms on one node (~1.4 ms
-to another node) when the driver has a core of its own.  Whole
-episodes on workers with a copy of the policy would amortise it further but need every agent's
-acting state (RL²'s hidden state, PEARL's latent) to travel, which this design avoids.  Where
-the graph cannot be compiled, steps fall back to ordinary calls (one line on stderr).
+Granularity (``env_options.ray_granularity``).  ``"episode"`` (default): a collection
+(:func:`metarl.rollout.collect`) sends each actor a CPU copy of the acting policy
+(:func:`portable_copy`) and the actor runs its slice's whole episode
+(:class:`metarl.rollout.SliceRollout`): one call per episode and worker; the driver then
+follows the episode with its own actor (:func:`metarl.rollout.follow`), so the actor's state
+ends where a local collection leaves it.  ``"step"``: one call per env step and worker, with
+the batch's actions, as any caller of ``step`` gets anyway.  Steps go through a Ray *compiled
+graph* over the pool's actors (``ray.dag``: shared-memory channels instead of a task submission
+per call), other commands through ordinary actor calls.  Its readers poll (each actor keeps its
+core busy while it waits for the next step), so the graph lives for one rollout: compiled at
+``reset`` (~0.13 s), torn down once every sub-env's episode has ended, before the learner's
+update needs the cores; and it is used only where it pays (:func:`compile_pays`).  Measured on
+2 cores (benchmarks/RESULTS.md): an ordinary round trip costs ~1.5-2 ms, about two Meta-World
+steps; the compiled graph's ~0.4 ms on one node (~1.4 ms to another node) when the driver has a
+core of its own; ML10 with 20 sub-envs on 2 workers: episodes 1.08x the processes engine,
+per-step calls 0.68x.  Where the graph cannot be compiled, steps fall back to ordinary calls
+(one line on stderr).
 
 Faults: the driver logs, per slice, what made its state (tasks, the reset seed, the actions
 since the reset).  When an actor dies (``kill -9``, its node stopped), its slices are rebuilt
@@ -27,7 +32,8 @@ engines are deterministic for a seed); if no new actor can be placed within
 actor that does not answer within ``timeout_s`` and an exception in the env are errors too:
 never a hang, never a silently shorter batch.  A failed compiled step cannot tell which live
 actors stepped before the failure, so every slice of the env is rebuilt from its log (the
-state before the step) and the step redone with ordinary calls.
+state before the step) and the step redone with ordinary calls.  An actor that dies during an
+episode call is replaced and the episode run again from the same copy of the policy.
 
 Starting Ray: ``address=None`` starts a local Ray with this machine's cores, bound to 127.0.0.1
 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, without which Ray binds the machine's network
@@ -71,6 +77,8 @@ def compile_pays(episode_steps: int, spare_driver_cpus: float) -> bool:
     graph saves (ML10, N = 20, 2 workers on 2 cores: 0.62x the processes engine either way),
     while with a core to itself (1 worker) the graph steps 1.12x faster than ordinary calls."""
     return episode_steps >= COMPILE_MIN_EPISODE_STEPS and spare_driver_cpus >= 1.0
+GRANULARITIES = ("episode", "step")
+"""``env_options.ray_granularity``: what one call to a worker does (see the module docstring)."""
 MAX_RESTARTS_PER_CALL = 3
 """A slice that dies this many times in one call is a failure, not bad luck (e.g. a crash
 that the replay reproduces)."""
@@ -152,6 +160,8 @@ class SliceWorker:
         importlib.import_module("torch")
 
         self.envs: dict[str, VectorTaskEnv] = {}
+        self.rollouts: dict[str, Any] = {}
+        """The episode each slice ran last (:class:`metarl.rollout.SliceRollout`), by key."""
 
     def where(self) -> tuple[int, str]:
         import ray as ray_module  # in the actor's process
@@ -178,6 +188,35 @@ class SliceWorker:
         with no slice in the env ``key``."""
         return None if actions is None else self.envs[key].step(actions)
 
+    def episode(self, key: str, actor: bytes, seed: int, start: int, num_envs: int,
+                to_env_units: Callable[[np.ndarray], np.ndarray] | None, until: int | None):
+        """Reset the slice with ``seed`` and run one episode of ``actor`` (a copy of the
+        driver's, :func:`portable_copy`) in it, to its end or to step ``until``: ``(rows,
+        steps)``, see :class:`metarl.rollout.SliceRollout`."""
+        import pickle
+
+        from metarl.rollout import SliceRollout, torch_threads
+
+        with torch_threads(1):  # as the driver's collection (the same kernels)
+            rollout = SliceRollout(self.envs[key], pickle.loads(actor), start=start,
+                                   num_envs=num_envs, reset_seed=seed, to_env_units=to_env_units)
+            self.rollouts[key] = rollout
+            rows = rollout.run(until)
+        return rows, rollout.record.num_steps
+
+    def extend(self, key: str, until: int, episode: tuple, steps: int):
+        """Step the slice's episode on to step ``until`` (other slices' episodes went on longer);
+        an actor that did not run it (a replacement) first reruns it to ``steps``, where the
+        dead one had stopped."""
+        from metarl.rollout import torch_threads
+
+        if key not in self.rollouts:
+            self.episode(key, *episode, steps)
+        rollout = self.rollouts[key]
+        with torch_threads(1):
+            rows = rollout.run(until)
+        return rows, rollout.record.num_steps
+
     def replay(self, key: str, seed: int | None, actions: Sequence[np.ndarray]) -> None:
         """Reset with ``seed`` and step through ``actions`` (rebuilding a lost slice's state)."""
         if seed is None:
@@ -188,6 +227,7 @@ class SliceWorker:
             env.step(step_actions)
 
     def close(self, key: str) -> None:
+        self.rollouts.pop(key, None)
         env = self.envs.pop(key, None)
         if env is not None:
             env.close()
@@ -346,8 +386,15 @@ class RayVectorEnv:
     def __init__(self, make_slice: Callable[[int], VectorTaskEnv], num_envs: int, *, seed: int = 0,
                  num_workers: int | None = None, cpus_per_worker: float = 1.0,
                  address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 restart_timeout_s: float | None = None, compiled_graph: bool | None = None) -> None:
+                 restart_timeout_s: float | None = None, compiled_graph: bool | None = None,
+                 granularity: str = "episode") -> None:
         require_ray()
+        if granularity not in GRANULARITIES:
+            raise MetaRLError(f"env_options.ray_granularity must be one of {', '.join(GRANULARITIES)}; "
+                              f"got {granularity!r}")
+        self.granularity = granularity
+        """``"episode"``: :meth:`collect_remote` runs whole episodes on the workers;
+        ``"step"``: one call per env step (the only way for a caller stepping the env itself)."""
         if cpus_per_worker <= 0:
             raise MetaRLError(f"env_options.ray_cpus_per_worker must be positive; got {cpus_per_worker}")
         self.restart_timeout_s = (DEFAULT_RESTART_TIMEOUT_S if restart_timeout_s is None
@@ -513,9 +560,13 @@ class RayVectorEnv:
         self.pool.replace(index, cause, self.restart_timeout_s)
         self.restarts += 1
         self._rebuild(index)
-        print(f"metarl: {dead} {cause} during {command!r}; replayed its {len(self._actions)} "
-              f"steps on {self.pool.describe(index)} in {time.monotonic() - started:.2f} s",
-              file=sys.stderr)
+        done = (f"rebuilt its slice on {self.pool.describe(index)} in "
+                f"{time.monotonic() - started:.2f} s")
+        if command in ("episode", "extend"):
+            done += ", to run the episode again"
+        else:
+            done = done.replace("rebuilt its slice", f"replayed its {len(self._actions)} steps")
+        print(f"metarl: {dead} {cause} during {command!r}; {done}", file=sys.stderr)
 
     # ------------------------------------------------------------------ VectorTaskEnv
     def set_tasks(self, tasks: Sequence[Task]) -> None:
@@ -550,6 +601,41 @@ class RayVectorEnv:
                 np.concatenate(rewards).astype(np.float32), terminated, truncated,
                 merge_infos(infos))
 
+    def collect_remote(self, actor: Any, *, reset_seed: int | None = None,
+                       to_env_units: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+        """One episode of ``actor`` in every sub-env, run on the workers: each gets a copy of
+        the actor (:func:`portable_copy`) and runs its slice's episode
+        (:class:`metarl.rollout.SliceRollout`) in one call; slices whose episodes ended before
+        the others' are then stepped on to the batch's last step, as a local collection steps
+        them.  Returns the batch's :class:`metarl.rollout.Record` (the caller follows it with
+        its own actor), or ``None`` with ``granularity="step"`` or an actor that cannot be
+        copied (the caller then steps the env itself)."""
+        from metarl.rollout import Record
+
+        if self.granularity != "episode":
+            return None
+        copy = portable_copy(actor)
+        if copy is None:
+            return None
+        base = self._reset_seeds.next(reset_seed)
+        self._reset_seed, self._actions = None, []  # each episode call resets its slice
+        episodes = [(copy, base + start, start, self.num_envs, to_env_units)
+                    for start, _ in self.slices]
+        replies = self._gather("episode", [(*episode, None) for episode in episodes])
+        chunks = [[rows] for rows, _ in replies]
+        steps = [count for _, count in replies]
+        num_steps = max(steps)
+        if min(steps) < num_steps:
+            more = self._gather("extend", [(num_steps, episode, count)
+                                           for episode, count in zip(episodes, steps)])
+            for chunk, (rows, _) in zip(chunks, more):
+                chunk.append(rows)
+        record = Record.from_slices(chunks, num_steps)
+        self._reset_seed = base  # the log a replacement actor replays: the actions sent
+        self._actions = [actions if to_env_units is None else to_env_units(actions)
+                         for actions in record.actions]
+        return record
+
     def close(self) -> None:
         if self._closed:
             return
@@ -560,6 +646,45 @@ class RayVectorEnv:
         except Exception:  # a dead actor has nothing left to close
             pass
         self.pool.release()
+
+
+_UNCOPYABLE: set[str] = set()
+"""Actor classes already reported as not copyable to the workers (one line each per process)."""
+
+
+def portable_copy(actor: Any) -> bytes | None:
+    """``actor`` pickled for a worker: its tensors detached and on the CPU, its devices the
+    CPU (a learner on a GPU acts on the workers' CPUs); ``None``, with one line on stderr, when
+    it cannot be copied (a GPU generator, an open file): its episodes then step per call."""
+    import io
+
+    from ray import cloudpickle
+    import torch
+
+    class CpuPickler(cloudpickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, torch.nn.Parameter):
+                return torch.nn.Parameter, (obj.detach().cpu(), obj.requires_grad)
+            if isinstance(obj, torch.Tensor):
+                return obj.detach().cpu().__reduce_ex__(cloudpickle.DEFAULT_PROTOCOL)
+            if isinstance(obj, torch.device) and obj.type != "cpu":
+                return torch.device, ("cpu",)
+            if isinstance(obj, torch.Generator) and obj.device.type != "cpu":
+                raise TypeError(f"a random generator on {obj.device} cannot act on a worker's CPU")
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    try:
+        CpuPickler(buffer, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(actor)
+    except Exception as error:
+        name = type(actor).__qualname__
+        if name not in _UNCOPYABLE:
+            _UNCOPYABLE.add(name)
+            print(f"metarl: ray workers step {name} one call per step (it cannot be copied to "
+                  f"them: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                  file=sys.stderr)
+        return None
+    return buffer.getvalue()
 
 
 def _death_cause(error: Exception) -> str:

@@ -24,6 +24,18 @@ def is_unit_box(low: np.ndarray, high: np.ndarray) -> bool:
     return bool(np.all(np.asarray(low) == -1.0) and np.all(np.asarray(high) == 1.0))
 
 
+class UnitToBox:
+    """``a ↦ low + (clip(a, -1, 1) + 1) / 2 · (high - low)``, row by row (a plain object, so
+    that workers running episodes get it too)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        self.low, self.high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        unit = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+        return (self.low + (unit + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+
 class UnitActionVectorEnv:
     """A :class:`~metarl.vector_env.VectorTaskEnv` acting in ``[-1, 1]^A`` on top of ``env``:
     ``a ↦ low + (clip(a, -1, 1) + 1) / 2 · (high - low)``, everything else passed through."""
@@ -42,12 +54,8 @@ class UnitActionVectorEnv:
         self.action_high = np.full(env.action_dim, 1.0, dtype=np.float32)
         self.env_action_low, self.env_action_high = low, high
         """The inner env's box, in its own units."""
-
-    def to_env_units(self, actions: np.ndarray) -> np.ndarray:
+        self.to_env_units = UnitToBox(low, high)
         """Unit actions ``[num_envs, A]`` -> actions in the inner env's box (clipped first)."""
-        unit = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
-        scaled = self.env_action_low + (unit + 1.0) * 0.5 * (self.env_action_high - self.env_action_low)
-        return scaled.astype(np.float32)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         self.env.set_tasks(tasks)
@@ -57,6 +65,14 @@ class UnitActionVectorEnv:
 
     def step(self, actions: np.ndarray):
         return self.env.step(self.to_env_units(check_actions(self, actions)))
+
+    def collect_remote(self, actor, *, reset_seed: int | None = None):
+        """The inner env's episodes on its workers, with this box's rescaling (see
+        :func:`metarl.rollout.collect`); ``None`` where the inner env steps locally."""
+        remote = getattr(self.env, "collect_remote", None)
+        if remote is None:
+            return None
+        return remote(actor, reset_seed=reset_seed, to_env_units=self.to_env_units)
 
     def close(self) -> None:
         self.env.close()

@@ -130,9 +130,13 @@ def test_engine_names_and_options_are_checked():
     with pytest.raises(MetaRLError, match="num_workers and timeout_s apply to engines 'processes' "
                        "and 'ray'; the engine is 'serial'"):
         build_vector_env(navigation, 2, engine="serial", num_workers=2)
-    with pytest.raises(MetaRLError, match="ray_address, ray_cpus_per_worker, ray_restart_timeout_s and "
-                       "ray_compiled_graph only apply to engine 'ray'"):
+    with pytest.raises(MetaRLError, match=r"env_options.ray_address, ray_restart_timeout_s, "
+                       r"ray_cpus_per_worker, ray_compiled_graph, ray_granularity only apply to "
+                       r"engine 'ray'; the engine is 'processes'"):
         build_vector_env(navigation, 2, engine="processes", ray_address="auto")
+    with pytest.raises(MetaRLError, match=r"ray_granularity must be episode or step \(unset: "
+                       r"episode\); got 'trial'"):
+        build_vector_env(navigation, 2, engine="ray", ray_granularity="trial")
 
 
 def test_a_killed_worker_of_a_python_env_family_is_a_clear_error():

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from metarl.envs.ray_workers import LOCAL_RAY_ENVIRONMENT
 
@@ -29,6 +30,8 @@ from metarl.tasks import MetaRLError, get_family  # noqa: E402
 from metarl.train import train  # noqa: E402
 
 RAY = ["env_options.engine=ray", "env_options.num_workers=2"]
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module's actors, for workers
+
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +75,25 @@ def local_metrics(tmp_path_factory):
     return _strip(read_metrics(_train(tmp_path_factory.mktemp("local"), "local")))
 
 
-def _step_hook(monkeypatch, at_step: int, action):
-    """Run ``action(env)`` once, before the ``at_step``-th step of any Ray vector env."""
-    original = RayVectorEnv.step
-    count = {"steps": 0}
+def _hook(monkeypatch, method: str, at_call: int, action):
+    """Run ``action(env)`` once, before the ``at_call``-th call of ``RayVectorEnv.<method>``
+    (``step``: granularity step; ``collect_remote``: an episode on the workers)."""
+    original = getattr(RayVectorEnv, method)
+    count = {"calls": 0}
 
-    def step(self, actions):
-        count["steps"] += 1
-        if count["steps"] == at_step:
+    def hooked(self, *args, **kwargs):
+        count["calls"] += 1
+        if count["calls"] == at_call:
             action(self)
-        return original(self, actions)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(RayVectorEnv, "step", step)
+    monkeypatch.setattr(RayVectorEnv, method, hooked)
     return count
+
+
+# Where a hook lands mid-way through iteration 2 of the tiny MAML run: its 200th-300th steps
+# (granularity step), or its 4th-6th episode calls (granularity episode: 3 calls an iteration).
+MID_ITERATION_2 = {"step": ("step", 250), "episode": ("collect_remote", 5)}
 
 
 def test_maml_on_a_two_node_cluster_equals_the_local_engine(cluster, tmp_path, local_metrics):
@@ -123,23 +132,28 @@ def test_seeds_run_as_ray_tasks_across_the_nodes_and_equal_single_runs(cluster, 
         assert _strip(read_metrics(run_dir)) == _strip(read_metrics(train(single, quiet=True)))
 
 
+@pytest.mark.parametrize("granularity", ["step", "episode"])
 def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, local_metrics,
-                                                            monkeypatch, capfd):
+                                                            monkeypatch, capfd, granularity):
     killed = {}
 
     def kill_worker_1(env):
         killed["pid"] = env.pool.places[1][0]
-        killed["time"] = time.monotonic()
         os.kill(killed["pid"], signal.SIGKILL)
 
-    _step_hook(monkeypatch, 250, kill_worker_1)  # mid-rollout in iteration 2 (200 steps each)
-    # Compiled steps (a failed one rebuilds every slice); ordinary calls: the lost node below.
-    run_dir = _train(tmp_path, "killed", [*RAY, "env_options.ray_compiled_graph=true"])
+    _hook(monkeypatch, *MID_ITERATION_2[granularity], kill_worker_1)
+    # Steps: compiled (a failed one rebuilds every slice); ordinary calls: the lost node below.
+    run_dir = _train(tmp_path, "killed", [*RAY, f"env_options.ray_granularity={granularity}",
+                                          "env_options.ray_compiled_graph=true"])
     assert "pid" in killed
     assert _strip(read_metrics(run_dir)) == local_metrics
     message = capfd.readouterr().err
     assert f"ray worker 1 (pid {killed['pid']}" in message and "died" in message
-    assert re.search(r"replayed its \d+ steps on ray worker 1 \(pid \d+, node \w+\) in [\d.]+ s", message)
+    redone = {"step": r"replayed its \d+ steps", "episode": r"rebuilt its slice"}[granularity]
+    assert re.search(redone + r" on ray worker 1 \(pid \d+, node \w+\) in [\d.]+ s", message)
+    if granularity == "episode":
+        assert "in 'episode'" not in message and "during 'episode'" in message
+        assert "to run the episode again" in message
     print(message)  # quoted in the issue's closing note (pytest -s shows it)
 
 
@@ -190,6 +204,109 @@ def test_compiled_steps_equal_ordinary_actor_calls(cluster):
         env.close()
 
 
+def test_episodes_on_workers_equal_a_local_collection(cluster, monkeypatch):
+    """Episodes run on the workers (the default granularity) give the local collection's
+    trajectories bit for bit, and leave the driver's actor where a local collection leaves it
+    (RL²'s memory across two episodes of a trial, the generator's draws), also when the slices'
+    episodes end at different steps (Hopper falls: the early slice is stepped on)."""
+    from metarl.agents.rl2 import RL2Config, RecurrentActorCritic, TrialActor
+    from metarl.rollout import collect
+
+    family = get_family("HopperRandParams")
+    tasks = family.sample_tasks(np.random.default_rng(1), 6)
+    commands = []
+    original = RayVectorEnv._gather
+
+    def gather(self, command, args):
+        commands.append(command)
+        return original(self, command, args)
+
+    monkeypatch.setattr(RayVectorEnv, "_gather", gather)
+    results = []
+    for engine, options in (("serial", {}), ("ray", {"num_workers": 2})):
+        env = build_vector_env(family, 6, seed=2, engine=engine, **options)
+        env.set_tasks(tasks)
+        generator = torch.Generator().manual_seed(5)
+        config = RL2Config(hidden_size=8, head_sizes=(8,))
+        network = RecurrentActorCritic(env.observation_dim + env.action_dim + 2, env.action_dim,
+                                       config=config, generator=generator)
+        actor = TrialActor(network, num_envs=6, action_low=env.action_low,
+                           action_high=env.action_high, generator=generator)
+        episodes = []
+        for episode in range(2):
+            actor.start_episode()
+            episodes.append(collect(env, actor, reset_seed=10 + episode))
+        env.close()
+        results.append((episodes, actor.hidden.clone(), generator.get_state()))
+    (local, local_hidden, local_state), (remote, remote_hidden, remote_state) = results
+    assert commands.count("episode") == 2 and "step" not in commands
+    assert "extend" in commands, "the slices' episodes ended at different steps"
+    for a, b in zip(local, remote):
+        assert a.num_steps == b.num_steps < family.max_episode_steps
+        for name in ("observations", "actions", "rewards", "next_observations", "terminated",
+                     "truncated", "mask"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
+        assert a.infos.keys() == b.infos.keys()
+        for key in a.infos:
+            torch.testing.assert_close(a.infos[key], b.infos[key], rtol=0, atol=0)
+    torch.testing.assert_close(local_hidden, remote_hidden, rtol=0, atol=0)
+    assert torch.equal(local_state, remote_state)
+
+
+class _BatchMeanActor:
+    """Acts on the sum of the batch's positions: its rows depend on each other."""
+
+    def act(self, observations):
+        spread = 0.1 * torch.arange(len(observations), dtype=torch.float32)[:, None].expand(-1, 2)
+        return (spread - observations[:, :2].sum(0)).clamp(-1, 1)
+
+
+class _Uniform:
+    """Uniform actions from its own generator (a plain actor the workers can run)."""
+
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def act(self, observations):
+        return torch.rand((len(observations), 2), generator=self.generator) * 2 - 1
+
+
+class _LockedActor:
+    """Holds a lock: it cannot be copied to the workers."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.generator = torch.Generator().manual_seed(0)
+
+    def act(self, observations):
+        with self.lock:
+            return torch.rand((len(observations), 2), generator=self.generator) * 2 - 1
+
+
+def test_actors_the_workers_cannot_run_are_clear(cluster, capfd):
+    """An actor whose rows depend on each other stops with the option that works; one that
+    cannot be copied is stepped one call per step (said once on stderr), with the same numbers."""
+    from metarl.rollout import collect
+
+    family = get_family("Navigation2D")
+    tasks = family.sample_tasks(np.random.default_rng(0), 4)
+    env = build_vector_env(family, 4, engine="ray", num_workers=2)
+    env.set_tasks(tasks)
+    with pytest.raises(MetaRLError, match=r"the actor picked other actions at step 1 than its copy "
+                       r"on the workers .*_BatchMeanActor's actions depend on other sub-envs' rows, "
+                       r"which episodes on workers cannot reproduce; set env_options.ray_granularity=step"):
+        collect(env, _BatchMeanActor())
+    trajectories = [collect(env, _LockedActor(), reset_seed=3) for _ in range(2)]
+    env.close()
+    assert capfd.readouterr().err.count("ray workers step _LockedActor one call per step") == 1
+    serial = build_vector_env(family, 4, engine="serial")
+    serial.set_tasks(tasks)
+    torch.testing.assert_close(collect(serial, _LockedActor(), reset_seed=3).observations,
+                               trajectories[0].observations, rtol=0, atol=0)
+
+
 def test_an_exception_in_a_worker_is_a_clear_error(cluster):
     env = build_vector_env(get_family("HalfCheetahDir"), 4, engine="ray", num_workers=2)
     with pytest.raises(MetaRLError, match=r"ray worker 0 \(pid \d+, node \w+\) failed during "
@@ -197,19 +314,25 @@ def test_an_exception_in_a_worker_is_a_clear_error(cluster):
         env.set_tasks([{"speed": 1.0}] * 4)  # HalfCheetahDir tasks have a "direction"
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["ordinary-calls", "compiled-graph"])
-def test_a_worker_that_stops_answering_times_out(cluster, compiled):
+@pytest.mark.parametrize("mode", ["ordinary-calls", "compiled-graph", "episodes"])
+def test_a_worker_that_stops_answering_times_out(cluster, mode):
+    from metarl.rollout import collect
+
     family = get_family("Navigation2D")
     env = build_vector_env(family, 4, engine="ray", num_workers=2, timeout_s=1.0,
-                           ray_compiled_graph=compiled)
+                           ray_compiled_graph=mode == "compiled-graph")
     env.set_tasks(family.sample_tasks(np.random.default_rng(0), 4))
     env.reset()
     pid = env.pool.places[0][0]
     os.kill(pid, signal.SIGSTOP)
     try:
         start = time.monotonic()
-        with pytest.raises(MetaRLError, match=r"ray worker 0 .* did not answer 'step' within 1 s"):
-            env.step(np.zeros((4, 2)))
+        command = "episode" if mode == "episodes" else "step"
+        with pytest.raises(MetaRLError, match=rf"ray worker 0 .* did not answer '{command}' within 1 s"):
+            if mode == "episodes":
+                collect(env, _Uniform())
+            else:
+                env.step(np.zeros((4, 2)))
         assert time.monotonic() - start < 10.0
     finally:
         try:
@@ -223,7 +346,7 @@ def test_a_lost_node_stops_the_run_cleanly_and_resume_is_exact(cluster, tmp_path
     """Last in this module: it removes the second node (and adds one back)."""
     _wait_for_free_cpus(2.0)  # the actors of the tests before it are gone
     other = [node for node in cluster.list_all_nodes() if not node.head][0]
-    _step_hook(monkeypatch, 250, lambda env: cluster.remove_node(other))  # iteration 2
+    _hook(monkeypatch, *MID_ITERATION_2["episode"], lambda env: cluster.remove_node(other))
     options = [*RAY, "env_options.ray_restart_timeout_s=3"]
     start = time.monotonic()
     with pytest.raises(MetaRLError, match=r"ray worker \d could not be placed within 3 s \(replacing "
