@@ -15,7 +15,9 @@ then Ray's added cost (a round trip per step and worker, and per sub-env, measur
 navigation, whose own step costs microseconds), paired re-measurements of the ratios the issue
 asks for (median of ``--rounds``), and, from the measured costs, the number of workers at which
 the driver (one learner, acting for the whole batch) saturates, for MAML-TRPO, RL² and PEARL
-iteration shapes.
+iteration shapes.  Whole episodes through ``metarl.rollout.collect`` (what a sampler runs) compare
+Ray's two granularities against the processes engine: ``episode`` (the default; each worker runs
+its slice's episode with a copy of the policy) and ``step`` (a call per env step).
 
     python benchmarks/bench_parallel.py [--seconds 6] [--num-envs 20] [--rounds 3]
 """
@@ -301,21 +303,41 @@ def main() -> None:
     serial_cheetah = statistics.median(steppers["serial"].rates)
     for stepper in steppers.values():
         stepper.close()
+    collectors = {name: Collector(label, build_vector_env(cheetah, 64, engine=engine, **extra),
+                                  cheetah_tasks)
+                  for name, label, engine, extra in [
+                      ("rollout", "rollout (local, 2 threads)", "rollout", {}),
+                      ("processes", "processes, 2 workers", "processes", {"num_workers": 2}),
+                      ("ray2episodes", "ray, 2 workers, episodes on workers", "ray", {"num_workers": 2})]}
+    compare("HalfCheetah, whole episodes through metarl.rollout.collect", collectors, seconds / 2,
+            max(2, rounds // 2), {
+                "ray 2 workers, episodes / processes 2 workers": ("ray2episodes", "processes"),
+                "ray 2 workers, episodes / rollout": ("ray2episodes", "rollout")})
+    for collector in collectors.values():
+        collector.close()
 
     for compiled in (False, True):
         per_call, per_env = ray_overheads(seconds / 2, compiled)
+        if not compiled:
+            ordinary_call = per_call
         print(f"Ray's added cost per env step, {'compiled graph' if compiled else 'ordinary calls'}: "
               f"{per_call * 1e6:,.0f} µs a call (one round trip to each worker, in parallel), "
               f"{per_env * 1e6:.2f} µs per sub-env")
     costs = {"ML10": 1 / serial_ml10, "HalfCheetah": 1 / serial_cheetah}
     dims = {"ML10": (39, 4), "HalfCheetah": (20, 6)}
-    print("Workers at which one learner's driver saturates (sub-env cost x N / (policy + compiled "
-          "round trip)):")
+    horizons = {"ML10": 500, "HalfCheetah": 200}
+    print("Workers at which one learner's driver saturates, N x sub-env cost / the driver's time "
+          "per step:")
+    print("  steps (policy + compiled round trip a step) | episodes on workers (the driver follows: "
+          "policy a step + an ordinary round trip an episode)")
     for agent, shape in SHAPES.items():
         cells = []
         for family, num_envs in shape.items():
-            driver = policy_seconds(*dims[family], num_envs) + per_call + per_env * num_envs
-            cells.append(f"{family} N={num_envs}: {costs[family] * num_envs / driver:,.1f}")
+            policy = policy_seconds(*dims[family], num_envs)
+            stepped = policy + per_call + per_env * num_envs
+            episodes = policy + (ordinary_call + per_env * num_envs) / horizons[family]
+            cells.append(f"{family} N={num_envs}: {costs[family] * num_envs / stepped:,.1f} | "
+                         f"{costs[family] * num_envs / episodes:,.1f}")
         print(f"  {agent:10s} " + "; ".join(cells))
     ray.shutdown()
 

@@ -19,7 +19,7 @@ core busy while it waits for the next step), so the graph lives for one rollout:
 update needs the cores; and it is used only where it pays (:func:`compile_pays`).  Measured on
 2 cores (benchmarks/RESULTS.md): an ordinary round trip costs ~1.5-2 ms, about two Meta-World
 steps; the compiled graph's ~0.4 ms on one node (~1.4 ms to another node) when the driver has a
-core of its own; ML10 with 20 sub-envs on 2 workers: episodes 1.08x the processes engine,
+core of its own; ML10 with 20 sub-envs on 2 workers: episodes 1.07x the processes engine,
 per-step calls 0.68x.  Where the graph cannot be compiled, steps fall back to ordinary calls
 (one line on stderr).
 
@@ -401,7 +401,10 @@ class RayVectorEnv:
                                   else float(restart_timeout_s))
         self.pool = WorkerPool.get(address=address, num_workers=num_workers,
                                    cpus_per_worker=cpus_per_worker,
-                                   start_timeout_s=self.restart_timeout_s)
+                                   # a first start waits at least the default (a loaded
+                                   # machine takes seconds to start a worker process)
+                                   start_timeout_s=max(self.restart_timeout_s,
+                                                       DEFAULT_RESTART_TIMEOUT_S))
         self.num_envs = num_envs
         self.timeout_s = timeout_s
         self._make_slice = make_slice

@@ -91,9 +91,6 @@ def _hook(monkeypatch, method: str, at_call: int, action):
     return count
 
 
-# Where a hook lands mid-way through iteration 2 of the tiny MAML run: its 200th-300th steps
-# (granularity step), or its 4th-6th episode calls (granularity episode: 3 calls an iteration).
-MID_ITERATION_2 = {"step": ("step", 250), "episode": ("collect_remote", 5)}
 
 
 def test_maml_on_a_two_node_cluster_equals_the_local_engine(cluster, tmp_path, local_metrics):
@@ -132,29 +129,74 @@ def test_seeds_run_as_ray_tasks_across_the_nodes_and_equal_single_runs(cluster, 
         assert _strip(read_metrics(run_dir)) == _strip(read_metrics(train(single, quiet=True)))
 
 
-@pytest.mark.parametrize("granularity", ["step", "episode"])
-def test_a_killed_worker_is_replaced_and_its_slice_replayed(cluster, tmp_path, local_metrics,
-                                                            monkeypatch, capfd, granularity):
+def test_a_worker_killed_between_steps_is_replaced_and_its_slice_replayed(
+        cluster, tmp_path, local_metrics, monkeypatch, capfd):
+    """Granularity step, compiled steps (a failed one rebuilds every slice; ordinary calls: the
+    lost node below): worker 1 killed between two steps mid-rollout."""
     killed = {}
 
     def kill_worker_1(env):
         killed["pid"] = env.pool.places[1][0]
         os.kill(killed["pid"], signal.SIGKILL)
 
-    _hook(monkeypatch, *MID_ITERATION_2[granularity], kill_worker_1)
-    # Steps: compiled (a failed one rebuilds every slice); ordinary calls: the lost node below.
-    run_dir = _train(tmp_path, "killed", [*RAY, f"env_options.ray_granularity={granularity}",
+    _hook(monkeypatch, "step", 250, kill_worker_1)  # mid-rollout in iteration 2 (200 steps each)
+    run_dir = _train(tmp_path, "killed", [*RAY, "env_options.ray_granularity=step",
                                           "env_options.ray_compiled_graph=true"])
     assert "pid" in killed
     assert _strip(read_metrics(run_dir)) == local_metrics
     message = capfd.readouterr().err
     assert f"ray worker 1 (pid {killed['pid']}" in message and "died" in message
-    redone = {"step": r"replayed its \d+ steps", "episode": r"rebuilt its slice"}[granularity]
-    assert re.search(redone + r" on ray worker 1 \(pid \d+, node \w+\) in [\d.]+ s", message)
-    if granularity == "episode":
-        assert "in 'episode'" not in message and "during 'episode'" in message
-        assert "to run the episode again" in message
+    assert re.search(r"during 'step'; replayed its \d+ steps on ray worker 1 \(pid \d+, node \w+\) "
+                     r"in [\d.]+ s", message)
     print(message)  # quoted in the issue's closing note (pytest -s shows it)
+
+
+MARKER = {"path": "", "test_pid": os.getpid()}
+"""Where the self-killing slice leaves its mark (set by the test; travels with the function)."""
+
+
+def _self_killing_navigation(num_envs, **options):
+    """Navigation2D's engine, except that the first slice, on a Ray worker, to reach its 250th
+    step (mid-episode in iteration 2) kills its own process with SIGKILL, once."""
+    env = get_family("Navigation2D").make_vector_env(num_envs, **options)
+    step, count = env.step, {"steps": 0}
+
+    def stepped(actions):
+        count["steps"] += 1
+        if count["steps"] == 250 and os.getpid() != MARKER["test_pid"]:
+            try:
+                os.close(os.open(MARKER["path"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # another slice was first, or this is the replacement
+                return step(actions)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(actions)
+
+    env.step = stepped
+    return env
+
+
+def test_a_worker_killed_mid_episode_is_replaced_and_the_episode_rerun(cluster, tmp_path, capfd):
+    """Granularity episode: a worker dies (SIGKILL) in the middle of the episode it runs; it is
+    replaced, its slice rebuilt and the episode run again from the same copy of the policy, and
+    the run's metrics equal the local engine's."""
+    import dataclasses
+
+    from metarl.tasks import register_family
+
+    MARKER["path"] = str(tmp_path / "a-worker-killed-itself")
+    register_family(dataclasses.replace(get_family("Navigation2D"), name="SelfKillingNavigation",
+                                        gym_id=None, make_env=None,
+                                        make_vector_env=_self_killing_navigation))
+    family = ["env=SelfKillingNavigation"]
+    local = _strip(read_metrics(_train(tmp_path, "local", family)))
+    run_dir = _train(tmp_path, "killed", [*family, *RAY])
+    assert os.path.exists(MARKER["path"]), "a worker killed itself"
+    assert _strip(read_metrics(run_dir)) == local
+    message = capfd.readouterr().err
+    assert re.search(r"ray worker \d \(pid \d+, node \w+\) died \(The actor is dead because its "
+                     r"worker process has died\) during 'episode'; rebuilt its slice on ray worker "
+                     r"\d \(pid \d+, node \w+\) in [\d.]+ s, to run the episode again", message), message
+    print(message)
 
 
 def test_compiled_steps_equal_ordinary_actor_calls(cluster):
@@ -346,7 +388,8 @@ def test_a_lost_node_stops_the_run_cleanly_and_resume_is_exact(cluster, tmp_path
     """Last in this module: it removes the second node (and adds one back)."""
     _wait_for_free_cpus(2.0)  # the actors of the tests before it are gone
     other = [node for node in cluster.list_all_nodes() if not node.head][0]
-    _hook(monkeypatch, *MID_ITERATION_2["episode"], lambda env: cluster.remove_node(other))
+    # The 5th episode call is in iteration 2 (iteration 1 made 2: before and after adapting).
+    _hook(monkeypatch, "collect_remote", 5, lambda env: cluster.remove_node(other))
     options = [*RAY, "env_options.ray_restart_timeout_s=3"]
     start = time.monotonic()
     with pytest.raises(MetaRLError, match=r"ray worker \d could not be placed within 3 s \(replacing "
