@@ -204,10 +204,10 @@ class SliceWorker:
             rows = rollout.run(until)
         return rows, rollout.record.num_steps
 
-    def extend(self, key: str, until: int, episode: tuple, steps: int):
+    def extend(self, key: str, until: int, steps: int, *episode: Any):
         """Step the slice's episode on to step ``until`` (other slices' episodes went on longer);
         an actor that did not run it (a replacement) first reruns it to ``steps``, where the
-        dead one had stopped."""
+        dead one had stopped, from ``episode`` (the arguments of :meth:`episode` but ``until``)."""
         from metarl.rollout import torch_threads
 
         if key not in self.rollouts:
@@ -622,6 +622,7 @@ class RayVectorEnv:
             return None
         base = self._reset_seeds.next(reset_seed)
         self._reset_seed, self._actions = None, []  # each episode call resets its slice
+        copy = ray.put(copy)  # once in the object store, however many workers read it
         episodes = [(copy, base + start, start, self.num_envs, to_env_units)
                     for start, _ in self.slices]
         replies = self._gather("episode", [(*episode, None) for episode in episodes])
@@ -629,7 +630,7 @@ class RayVectorEnv:
         steps = [count for _, count in replies]
         num_steps = max(steps)
         if min(steps) < num_steps:
-            more = self._gather("extend", [(num_steps, episode, count)
+            more = self._gather("extend", [(num_steps, count, *episode)
                                            for episode, count in zip(episodes, steps)])
             for chunk, (rows, _) in zip(chunks, more):
                 chunk.append(rows)
