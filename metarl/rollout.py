@@ -195,10 +195,7 @@ class SliceRollout:
         self.env, self.actor, self.to_env_units = env, actor, to_env_units
         self.columns = slice(start, start + n)
         self.record = Record(env.max_episode_steps, n, env.observation_dim, env.action_dim)
-        self.inputs = np.zeros((num_envs, env.observation_dim), dtype=np.float32)
-        self.feedback = (np.zeros((num_envs, env.action_dim), dtype=np.float32),
-                         np.zeros(num_envs, dtype=np.float32), np.zeros(num_envs, dtype=bool),
-                         np.zeros(num_envs, dtype=bool))
+        self.num_envs, self.observation_dim = num_envs, env.observation_dim
         self.observations = env.reset(seed=reset_seed)
         self.active = np.ones(n, dtype=bool)
         self.returned = 0
@@ -212,16 +209,19 @@ class SliceRollout:
         stop = horizon if until is None else min(until, horizon)
         with torch.no_grad():
             while record.num_steps < stop and (until is not None or self.active.any()):
-                self.inputs[cols] = self.observations
-                batch_actions = self.actor.act(torch.from_numpy(self.inputs)).cpu().numpy()
+                # Fresh arrays every step, as a local collection's: an actor may keep them.
+                inputs = np.zeros((self.num_envs, self.observation_dim), dtype=np.float32)
+                inputs[cols] = self.observations
+                batch_actions = self.actor.act(torch.from_numpy(inputs)).cpu().numpy()
                 actions = batch_actions[cols]
                 env_actions = actions if self.to_env_units is None else self.to_env_units(actions)
                 next_obs, reward, term, trunc, info = self.env.step(env_actions)
                 record.add(self.observations, actions, next_obs, reward, term, trunc, self.active, info)
-                feedback_actions, rewards, terminated, truncated = self.feedback
-                feedback_actions[:] = batch_actions
+                rewards = np.zeros(self.num_envs, dtype=np.float32)
+                terminated = np.zeros(self.num_envs, dtype=bool)
+                truncated = np.zeros(self.num_envs, dtype=bool)
                 rewards[cols], terminated[cols], truncated[cols] = reward, term, trunc
-                _observe(self.actor, feedback_actions, rewards, terminated, truncated)
+                _observe(self.actor, batch_actions, rewards, terminated, truncated)
                 self.active &= ~(term | trunc)
                 self.observations = next_obs
         rows = record.rows(self.returned, record.num_steps)

@@ -320,6 +320,7 @@ def test_ppo_update_raises_the_surrogate_within_the_trust_region():
             kl = ((log_ratio.exp() - 1 - log_ratio) * batch.mask).sum() / batch.mask.sum()
         return surrogate.item(), kl.item()
 
+    sampler.close()  # its 8 sub-envs ran on worker processes
     assert surrogate_and_kl() == pytest.approx((0.0, 0.0), abs=1e-5)  # old policy = new policy
     stats = agent._ppo_update(batch)
     surrogate, kl = surrogate_and_kl()
