@@ -106,7 +106,9 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
         raise MetaRLError(f"env_options.ray_compiled_graph must be true or false (unset: auto); "
                           f"got {compiled!r}")
     granularity = options.get("ray_granularity")
-    if granularity is not None and granularity not in ("episode", "step"):
+    from metarl.envs.ray_workers import GRANULARITIES  # Ray itself is imported only on use
+
+    if granularity is not None and granularity not in GRANULARITIES:
         raise MetaRLError(f"env_options.ray_granularity must be episode or step (unset: episode); "
                           f"got {granularity!r}")
     ray_keys = ("ray_address", "ray_restart_timeout_s", "ray_cpus_per_worker", "ray_compiled_graph",
