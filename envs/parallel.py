@@ -105,12 +105,10 @@ def check_env_options(family: TaskFamily, options: dict[str, Any]) -> None:
     if compiled is not None and not isinstance(compiled, bool):
         raise MetaRLError(f"env_options.ray_compiled_graph must be true or false (unset: auto); "
                           f"got {compiled!r}")
-    granularity = options.get("ray_granularity")
-    from metarl.envs.ray_workers import GRANULARITIES  # Ray itself is imported only on use
+    if "ray_granularity" in options:
+        from metarl.envs.ray_workers import check_granularity  # Ray is imported only on use
 
-    if granularity is not None and granularity not in GRANULARITIES:
-        raise MetaRLError(f"env_options.ray_granularity must be episode or step (unset: episode); "
-                          f"got {granularity!r}")
+        check_granularity(options["ray_granularity"])
     ray_keys = ("ray_address", "ray_restart_timeout_s", "ray_cpus_per_worker", "ray_compiled_graph",
                 "ray_granularity")
     if engine != "ray" and any(key in options for key in ray_keys):

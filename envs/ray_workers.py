@@ -77,8 +77,19 @@ def compile_pays(episode_steps: int, spare_driver_cpus: float) -> bool:
     graph saves (ML10, N = 20, 2 workers on 2 cores: 0.62x the processes engine either way),
     while with a core to itself (1 worker) the graph steps 1.12x faster than ordinary calls."""
     return episode_steps >= COMPILE_MIN_EPISODE_STEPS and spare_driver_cpus >= 1.0
+
+
 GRANULARITIES = ("episode", "step")
 """``env_options.ray_granularity``: what one call to a worker does (see the module docstring)."""
+
+
+def check_granularity(granularity: str) -> None:
+    """A one-line error for an ``env_options.ray_granularity`` that is not one of
+    :data:`GRANULARITIES`."""
+    if granularity not in GRANULARITIES:
+        raise MetaRLError(f"env_options.ray_granularity must be {' or '.join(GRANULARITIES)} "
+                          f"(unset: {GRANULARITIES[0]}); got {granularity!r}")
+
 MAX_RESTARTS_PER_CALL = 3
 """A slice that dies this many times in one call is a failure, not bad luck (e.g. a crash
 that the replay reproduces)."""
@@ -268,9 +279,8 @@ class WorkerPool:
                 self._graph = dag.experimental_compile()
             except Exception as error:  # an old Ray, or a cluster whose channels do not work
                 self.compiled = False
-                first_line = (str(error).splitlines() or [""])[0]
                 print(f"metarl: ray workers step through ordinary actor calls (a compiled graph "
-                      f"failed: {type(error).__name__}: {first_line})", file=sys.stderr)
+                      f"failed: {_first_line(error)})", file=sys.stderr)
         return self._graph
 
     def cpus_on_driver_node(self) -> float:
@@ -389,9 +399,7 @@ class RayVectorEnv:
                  restart_timeout_s: float | None = None, compiled_graph: bool | None = None,
                  granularity: str = "episode") -> None:
         require_ray()
-        if granularity not in GRANULARITIES:
-            raise MetaRLError(f"env_options.ray_granularity must be one of {', '.join(GRANULARITIES)}; "
-                              f"got {granularity!r}")
+        check_granularity(granularity)
         self.granularity = granularity
         """``"episode"``: :meth:`collect_remote` runs whole episodes on the workers;
         ``"step"``: one call per env step (the only way for a caller stepping the env itself)."""
@@ -453,7 +461,7 @@ class RayVectorEnv:
             ray.get(refs, timeout=self.timeout_s)
         except ray.exceptions.RayError as error:
             raise self._fail(f"{self.pool.describe(index)} could not rebuild its slice: "
-                             f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+                             f"{_first_line(error)}") from None
         self._generations[index] = self.pool.generations[index]
 
     def _sync_generations(self) -> None:
@@ -636,8 +644,8 @@ class RayVectorEnv:
                 chunk.append(rows)
         record = Record.from_slices(chunks, num_steps)
         self._reset_seed = base  # the log a replacement actor replays: the actions sent
-        self._actions = [actions if to_env_units is None else to_env_units(actions)
-                         for actions in record.actions]
+        self._actions = list(record.actions if to_env_units is None
+                             else to_env_units(record.actions))
         return record
 
     def close(self) -> None:
@@ -685,10 +693,14 @@ def portable_copy(actor: Any) -> bytes | None:
         if name not in _UNCOPYABLE:
             _UNCOPYABLE.add(name)
             print(f"metarl: ray workers step {name} one call per step (it cannot be copied to "
-                  f"them: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
-                  file=sys.stderr)
+                  f"them: {_first_line(error)})", file=sys.stderr)
         return None
     return buffer.getvalue()
+
+
+def _first_line(error: Exception) -> str:
+    """``"Type: first line of the message"`` (Ray's errors carry pages of advice after it)."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
 def _death_cause(error: Exception) -> str:
