@@ -73,6 +73,10 @@ class _UniformActor:
 
 
 class RandomAgent:
+    """Uniform random actions.  It has no policy mean: every episode, scored ones included
+    (``adapt``'s ``mean_actions_from``), draws its actions uniformly, which is what this
+    baseline measures."""
+
     adaptation_unit = NO_ADAPTATION
 
     def __init__(self, config: RandomConfig, *, generator: torch.Generator):
@@ -97,7 +101,8 @@ class RandomAgent:
                 "time/sample_seconds": time.perf_counter() - start}
 
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         for _ in range(num_stages + 1):
             yield self._sample(tasks, sampler, episodes_per_stage, generator)
 
@@ -142,15 +147,19 @@ def pooled_budget(config: PooledTRPOConfig, family: TaskFamily, num_iterations: 
 
 
 class _PolicyActor:
-    """Samples from ``policy([observation, code])``; ``codes [B, D]`` (``D = 0``: no reveal)."""
+    """Samples from ``policy([observation, code])``; ``codes [B, D]`` (``D = 0``: no reveal);
+    ``mean``: the policy's mean action, no noise drawn."""
 
     def __init__(self, policy: GaussianMLPPolicy, codes: torch.Tensor, generator: torch.Generator,
-                 device: torch.device):
+                 device: torch.device, *, mean: bool = False):
         self.policy, self.codes, self.generator, self.device = policy, codes, generator, device
+        self.mean = mean
 
     def act(self, observations: torch.Tensor) -> torch.Tensor:
         inputs = torch.cat([observations, self.codes], dim=1).to(self.device)
         distribution = self.policy(inputs)
+        if self.mean:
+            return distribution.mean.cpu()
         noise = torch.randn(distribution.mean.shape, generator=self.generator).to(self.device)
         return (distribution.mean + distribution.stddev * noise).cpu()
 
@@ -189,9 +198,9 @@ class PooledTRPO:
         return codes.repeat_interleave(episodes_per_task, dim=0)
 
     def _sample(self, tasks: Sequence[Task], sampler: Sampler, episodes_per_task: int,
-                generator: torch.Generator) -> tuple[Trajectories, torch.Tensor]:
+                generator: torch.Generator, *, mean: bool = False) -> tuple[Trajectories, torch.Tensor]:
         codes = self._codes(tasks, episodes_per_task)
-        actor = _PolicyActor(self.policy, codes, generator, self.device)
+        actor = _PolicyActor(self.policy, codes, generator, self.device, mean=mean)
         return sampler.sample(tasks, actor, episodes_per_task=episodes_per_task), codes
 
     def train_iteration(self, tasks: Sequence[Task], sampler: Sampler) -> dict[str, float]:
@@ -264,10 +273,12 @@ class PooledTRPO:
         return {**line_search_stats(result, gradient), "train/policy_std": self.policy.log_std.exp().mean().item()}
 
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """No adaptation: every stage is a fresh batch from the same (meta-)trained policy."""
-        for _ in range(num_stages + 1):
-            yield self._sample(tasks, sampler, episodes_per_stage, generator)[0]
+        for stage in range(num_stages + 1):
+            mean = mean_actions_from is not None and stage >= mean_actions_from
+            yield self._sample(tasks, sampler, episodes_per_stage, generator, mean=mean)[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "generator": self.generator.get_state()}

@@ -94,17 +94,20 @@ class _Batch:
 
 
 class _TaskActor:
-    """Acts for ``N`` tasks × ``E`` sub-envs with per-task parameters ``[N, ...]``."""
+    """Acts for ``N`` tasks × ``E`` sub-envs with per-task parameters ``[N, ...]``; ``mean``:
+    the policy's mean action, no noise drawn."""
 
     def __init__(self, policy: GaussianMLPPolicy, params: Params, num_tasks: int,
-                 generator: torch.Generator, device: torch.device):
+                 generator: torch.Generator, device: torch.device, *, mean: bool = False):
         self.policy, self.params, self.num_tasks = policy, params, num_tasks
-        self.generator, self.device = generator, device
+        self.generator, self.device, self.mean = generator, device, mean
 
     def act(self, observations: torch.Tensor) -> torch.Tensor:
         B = observations.shape[0]
         obs = observations.to(self.device).view(self.num_tasks, B // self.num_tasks, -1)
         distribution = functional_call(self.policy, self.params, (obs,))
+        if self.mean:
+            return distribution.mean.reshape(B, -1).cpu()
         noise = torch.randn(distribution.mean.shape, generator=self.generator)
         actions = distribution.mean + distribution.stddev * noise.to(self.device)
         return actions.reshape(B, -1).cpu()
@@ -318,12 +321,14 @@ class MAMLTRPO:
 
     # ----------------------------------------------------------------------------- evaluation
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         N = len(tasks)
         params = self._detach(self._per_task(N))
         for stage in range(num_stages + 1):
+            mean = mean_actions_from is not None and stage >= mean_actions_from
             trajectories = sampler.sample(
-                tasks, _TaskActor(self.policy, params, N, generator, self.device),
+                tasks, _TaskActor(self.policy, params, N, generator, self.device, mean=mean),
                 episodes_per_task=episodes_per_stage,
             )
             yield trajectories

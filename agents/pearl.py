@@ -657,12 +657,15 @@ class PEARL:
 
     # ----------------------------------------------------------------------------- evaluation
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """Stage ``k`` = trajectory ``k`` on each task.  Each of the ``episodes_per_stage``
         columns of a task is an independent adaptation run with its own context; stages before
         ``num_exploration_trajectories`` draw ``z`` from the prior, later ones from
         ``q(z | all transitions of that column so far)``.  Everything runs on the CPU copies
-        with ``generator``; the agent's own state is not touched."""
+        with ``generator``; the agent's own state is not touched.  A stage acts with the
+        policy's mean (tanh of it) when ``eval_deterministic`` is set or from stage
+        ``mean_actions_from`` on."""
         c = self.config
         self._sync_acting()
         bounds = self._bounds(sampler)
@@ -679,7 +682,8 @@ class PEARL:
                                                     encoder=self._acting_encoder)
                 latents = mean + variance.sqrt() * noise
             actor = _LatentActor(self._acting_policy, latents, low=bounds[0], high=bounds[1],
-                                 generator=generator, deterministic=c.eval_deterministic)
+                                 generator=generator, deterministic=c.eval_deterministic or (
+                                     mean_actions_from is not None and stage >= mean_actions_from))
             trajectories = sampler.sample(tasks, actor, episodes_per_task=episodes_per_stage)
             yield trajectories
             context = context_features(

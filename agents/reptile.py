@@ -133,10 +133,12 @@ class Reptile:
         }
 
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """MAML's adaptation from the meta-parameters (which it does not change)."""
         return self.inner.adapt(tasks, sampler, num_stages=num_stages,
-                                episodes_per_stage=episodes_per_stage, generator=generator)
+                                episodes_per_stage=episodes_per_stage, generator=generator,
+                                mean_actions_from=mean_actions_from)
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "generator": self.generator.get_state(),

@@ -340,10 +340,13 @@ class TrialActor:
         self.previous_rewards = torch.zeros(num_envs, device=device)
         self.previous_dones = torch.zeros(num_envs, device=device)
         self.active = torch.ones(num_envs, dtype=torch.bool, device=device)
+        self.mean = False
 
-    def start_episode(self) -> None:
-        """A new episode of the same trial begins in every sub-env (the memory is kept)."""
+    def start_episode(self, *, mean: bool = False) -> None:
+        """A new episode of the same trial begins in every sub-env (the memory is kept);
+        ``mean``: it acts with the policy's mean action, drawing no noise."""
         self.active.fill_(True)
+        self.mean = mean
 
     def inputs(self, observations: torch.Tensor) -> torch.Tensor:
         """``[B, O + A + 2]``: ``(o_t, a_{t-1}, r_{t-1}, d_{t-1})``, as :func:`trial_inputs`."""
@@ -354,8 +357,11 @@ class TrialActor:
         """``observations [B, O]`` → actions ``[B, A]`` in env units (CPU)."""
         distribution, hidden = self.network.step(self.inputs(observations), self.hidden)
         self.hidden = torch.where(self.active.unsqueeze(-1), hidden, self.hidden)
-        noise = torch.randn(distribution.mean.shape, generator=self.generator).to(self.device)
-        normalized = distribution.mean + distribution.stddev * noise
+        if self.mean:
+            normalized = distribution.mean
+        else:
+            noise = torch.randn(distribution.mean.shape, generator=self.generator).to(self.device)
+            normalized = distribution.mean + distribution.stddev * noise
         return ((self.high + self.low) / 2 + normalized * (self.high - self.low) / 2).cpu()
 
     def observe_step(self, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
@@ -400,14 +406,16 @@ class RL2:
         return copy.deepcopy(self.network).to("cpu")
 
     def run_trial(self, tasks: Sequence[Task], sampler: Sampler, *, num_episodes: int,
-                  trials_per_task: int, generator: torch.Generator) -> Iterator[Trajectories]:
+                  trials_per_task: int, generator: torch.Generator,
+                  mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """One trial of ``num_episodes`` episodes in ``len(tasks) * trials_per_task`` sub-envs
-        (task-major); yields each episode's ``Trajectories`` as it is collected."""
+        (task-major); yields each episode's ``Trajectories`` as it is collected.  Episodes from
+        ``mean_actions_from`` on act with the policy's mean (the memory runs on)."""
         env = sampler.env(len(tasks) * trials_per_task)
         actor = TrialActor(self._acting_network(), num_envs=env.num_envs, action_low=env.action_low,
                            action_high=env.action_high, generator=generator)
-        for _ in range(num_episodes):
-            actor.start_episode()
+        for episode in range(num_episodes):
+            actor.start_episode(mean=mean_actions_from is not None and episode >= mean_actions_from)
             yield sampler.sample(tasks, actor, episodes_per_task=trials_per_task)
 
     def _batch(self, trial: Trajectories, low: torch.Tensor, high: torch.Tensor) -> _Batch:
@@ -500,11 +508,13 @@ class RL2:
         return {name: sum(values) / len(values) for name, values in totals.items()}
 
     def adapt(self, tasks: Sequence[Task], sampler: Sampler, *, num_stages: int,
-              episodes_per_stage: int, generator: torch.Generator) -> Iterator[Trajectories]:
+              episodes_per_stage: int, generator: torch.Generator,
+              mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """Per task, ``episodes_per_stage`` parallel trials of ``num_stages + 1`` episodes; yields
         the episodes k = 0..num_stages of the trials in turn (the parameters never change)."""
         yield from self.run_trial(tasks, sampler, num_episodes=num_stages + 1,
-                                  trials_per_task=episodes_per_stage, generator=generator)
+                                  trials_per_task=episodes_per_stage, generator=generator,
+                                  mean_actions_from=mean_actions_from)
 
     def state_dict(self) -> dict[str, Any]:
         return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),

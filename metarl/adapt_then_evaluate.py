@@ -25,6 +25,14 @@ so every agent gets the same episodes:
   ``adaptation_episodes + evaluation_episodes - 1`` stages; the last ``evaluation_episodes``
   stages are scored, after ``adaptation_episodes`` episodes of that same trial or context.
 
+The adaptation episodes sample actions (they explore); the scored ones act with the policy's
+mean action (``scored_actions="mean"``, the default), as the reference agents' ``eval_action``
+does in Meta-World+'s implementations (McLean et al. 2025), so that a policy is scored on what
+it has learned rather than on where its exploration noise happens to take it (with "success at
+any step", noise alone finds many reach-v3 goals).  ``scored_actions="sample"`` scores sampled
+actions instead.  Agents get this as ``adapt``'s ``mean_actions_from``
+(:func:`first_scored_stage`); MAML's adapted policy plays all of stage 1 with its mean.
+
 The result has the shape of :func:`metarl.evaluate.meta_evaluate`'s with two stages: stage 0 is
 the first adaptation stage (before any adaptation), stage 1 the scored evaluation episodes; it
 adds ``protocol``, its options and the per-class summaries.
@@ -50,6 +58,8 @@ NAME = "adapt_then_evaluate"
 BATCH_ADAPTATION_UNITS = ("gradient step",)
 """``adaptation_unit``s whose stage is an update from a batch of episodes (one stage of all the
 adaptation episodes); every other unit is one more episode of a sequence."""
+SCORED_ACTIONS = ("mean", "sample")
+"""Values of ``evaluation.scored_actions`` (:attr:`ProtocolOptions.scored_actions`)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,10 @@ class ProtocolOptions:
     num_rounds: int = 10
     tasks_per_round: int = 20
     goals_per_class: int = 40
+    scored_actions: str = "mean"
+    """How the scored episodes act: ``mean`` (the policy's mean action, no exploration noise, as
+    the reference agents' ``eval_action`` in Meta-World+'s implementations) or ``sample``
+    (drawn as in the adaptation episodes)."""
 
     @classmethod
     def from_config(cls, evaluation: Any) -> "ProtocolOptions":
@@ -68,8 +82,11 @@ class ProtocolOptions:
         return cls(**{f.name: getattr(evaluation, f.name) for f in fields(cls)})
 
     def check(self) -> None:
+        if self.scored_actions not in SCORED_ACTIONS:
+            raise MetaRLError(f"evaluation.scored_actions={self.scored_actions!r} is not known; accepted: "
+                              f"{', '.join(SCORED_ACTIONS)}")
         for name, value in asdict(self).items():
-            if value < 1:
+            if name != "scored_actions" and value < 1:
                 raise MetaRLError(f"evaluation.{name} must be at least 1 for the {NAME} protocol; got {value}")
 
 
@@ -106,6 +123,14 @@ def adaptation_schedule(agent: MetaAgent, options: ProtocolOptions) -> tuple[int
     return options.adaptation_episodes + options.evaluation_episodes - 1, 1
 
 
+def first_scored_stage(agent: MetaAgent, options: ProtocolOptions) -> int | None:
+    """The ``mean_actions_from`` of the ``agent.adapt`` call of :func:`adaptation_schedule`:
+    the first stage that holds scored episodes when they act with the mean, else None."""
+    if options.scored_actions == "sample":
+        return None
+    return 1 if agent.adaptation_unit in BATCH_ADAPTATION_UNITS else options.adaptation_episodes
+
+
 def _scored(agent: MetaAgent, tasks: Sequence[Task], sampler: Sampler, options: ProtocolOptions,
             generator: torch.Generator) -> tuple[Trajectories, list[Trajectories], int]:
     """Run one round through ``agent.adapt``: the first stage's trajectories, the scored ones
@@ -113,7 +138,7 @@ def _scored(agent: MetaAgent, tasks: Sequence[Task], sampler: Sampler, options: 
     batch = agent.adaptation_unit in BATCH_ADAPTATION_UNITS
     num_stages, per_stage = adaptation_schedule(agent, options)
     stages = list(agent.adapt(tasks, sampler, num_stages=num_stages, episodes_per_stage=per_stage,
-                              generator=generator))
+                              generator=generator, mean_actions_from=first_scored_stage(agent, options)))
     if len(stages) != num_stages + 1:
         raise MetaRLError(f"{type(agent).__name__}.adapt yielded {len(stages)} stages; the "
                           f"{NAME} protocol asked for {num_stages + 1}")
@@ -220,10 +245,12 @@ def format_protocol_table(result: dict[str, Any], *, title: str = "") -> str:
     first, last = result["stages"][0], result["stages"][-1]
     lines.append("-" * len(header))
     lines.append(row("overall", result["num_tasks"], last["success_rate"], first["success_rate"], last["return"]))
+    scoring = {"mean": " with the policy's mean action", "sample": " with sampled actions"}[
+        options.get("scored_actions", "sample")]
     seeds = f" x {result['num_seeds']} seeds" if result.get("num_seeds", 1) > 1 else ""
     lines.append(
         f"(Meta-World protocol: per task {options['adaptation_episodes']} adaptation episodes, then "
-        f"{options['evaluation_episodes']} scored; {options['num_rounds']} round{'s' if options['num_rounds'] != 1 else ''} x "
+        f"{options['evaluation_episodes']} scored{scoring}; {options['num_rounds']} round{'s' if options['num_rounds'] != 1 else ''} x "
         f"{options['tasks_per_round']} tasks{seeds}; success: info['success'] set at any step of "
         f"an episode; before: the first {result.get('episodes_before', 1)} adaptation episode(s) per task, "
         f"before any {result['adaptation_unit']})")

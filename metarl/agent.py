@@ -39,10 +39,15 @@ class MetaAgent(Protocol):
         num_stages: int,
         episodes_per_stage: int,
         generator: torch.Generator,
+        mean_actions_from: int | None = None,
     ) -> Iterator[Trajectories]:
         """Start from the meta-learned state and adapt to ``tasks``: yield the trajectories of
         stage 0 (before adaptation) up to stage ``num_stages``, ``episodes_per_stage`` episodes
-        per task each, columns task-major.  Must not change the meta-learned parameters."""
+        per task each, columns task-major.  Must not change the meta-learned parameters.
+
+        ``mean_actions_from``: stages from this index on act with the policy's mean action,
+        without exploration noise (what Meta-World's ``eval_action`` plays in the scored
+        episodes); earlier stages, and every stage when it is None, sample as in training."""
 
     def state_dict(self) -> dict[str, Any]:
         ...

@@ -50,6 +50,9 @@ class EvaluationConfig:
     goals_per_class: int = 40
     """adapt_then_evaluate: each class's rounds cycle through its first this many test goals
     (``metalearning_evaluation`` assumes 40)."""
+    scored_actions: str = "mean"
+    """adapt_then_evaluate: how the scored episodes act: ``mean`` (the policy's mean action, as
+    Meta-World+'s reference agents' ``eval_action``) or ``sample`` (drawn, as while adapting)."""
     train_class_rounds: int = 1
     """adapt_then_evaluate on a benchmark with several training classes (ML10, ML45): rounds of
     the protocol on the training classes too, logged per class as ``eval_train_classes/``

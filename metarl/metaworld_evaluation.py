@@ -7,7 +7,8 @@
 for the evaluation episodes) on Meta-World's vector env; our agents are driven by their own
 ``adapt`` generator, which asks a sampler for whole stages of episodes.
 :class:`MetaWorldAgent` joins the two: per sub-env, one thread runs the agent's ``adapt`` for
-that sub-env's task with the same schedule as :func:`~metarl.adapt_then_evaluate.adaptation_schedule`,
+that sub-env's task with the same schedule as :func:`~metarl.adapt_then_evaluate.adaptation_schedule`
+(and the same stages acting with the mean: :func:`~metarl.adapt_then_evaluate.first_scored_stage`),
 against a sampler that hands each stage's actor to the step loop and gets the stage's episodes
 back.  A stage of ``E`` episodes (MAML's adaptation batch) is played as ``E`` consecutive
 episodes in the one sub-env, each through row ``e`` of the actor's batch of ``E``.  Only one
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.adapt_then_evaluate import ProtocolOptions, adaptation_schedule
+from metarl.adapt_then_evaluate import ProtocolOptions, adaptation_schedule, first_scored_stage
 from metarl.agent import MetaAgent
 from metarl.rollout import Actor, EnvSpec
 from metarl.tasks import MetaRLError, Task
@@ -126,11 +127,13 @@ class _SubEnv:
         self.last_actor: Actor | None = None
         self.error: BaseException | None = None
         num_stages, per_stage = adaptation_schedule(agent, options)
+        mean_from = first_scored_stage(agent, options)
 
         def run() -> None:
             try:
                 for _ in agent.adapt([task], self.sampler, num_stages=num_stages,
-                                     episodes_per_stage=per_stage, generator=generator):
+                                     episodes_per_stage=per_stage, generator=generator,
+                                     mean_actions_from=mean_from):
                     pass
             except _RoundOver:
                 return

@@ -26,3 +26,16 @@ GOAL_FAMILIES = POINT_ROBOT_FAMILIES + MUJOCO_GOAL_FAMILIES
 """Families whose task is a goal (the reward changes, the physics does not)."""
 FAMILY_NAMES = ["Navigation2D", *POINT_ROBOT_FAMILIES, *MUJOCO_FAMILIES]
 """Every shipped family (Meta-World's are registered only with the optional extra)."""
+
+
+def build_agent(name: str, family, **options):
+    """Agent ``name`` built for ``family`` on the CPU with ``options`` as its config (seed 0)."""
+    from metarl.config import build_dataclass
+    from metarl.registry import get_agent_spec
+
+    spec = get_agent_spec(name)
+    probe = family.make_vector_env(1)
+    config = build_dataclass(spec.config_class, options)
+    return spec.build(config, family=family, observation_dim=probe.observation_dim,
+                      action_dim=probe.action_dim, device=torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(0))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import build_agent
 from metarl.adapt_then_evaluate import (ProtocolOptions, adapt_then_evaluate, format_protocol_table,
                                         round_tasks)
 from metarl.config import TrainConfig
@@ -53,10 +54,10 @@ class ScheduledAgent:
     def __init__(self, unit: str, adapted_after: int = 0) -> None:
         self.adaptation_unit = unit
         self.adapted_after = adapted_after
-        self.calls: list[tuple[int, int, int]] = []
+        self.calls: list[tuple[int, int, int, int | None]] = []
 
-    def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator):
-        self.calls.append((len(tasks), num_stages, episodes_per_stage))
+    def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator, mean_actions_from=None):
+        self.calls.append((len(tasks), num_stages, episodes_per_stage, mean_actions_from))
         for stage in range(num_stages + 1):
             adapted = stage >= (1 if self.adaptation_unit == "gradient step" else self.adapted_after)
             returns, steps = [], []
@@ -88,8 +89,9 @@ def test_a_sequence_agent_adapts_for_ten_episodes_and_only_the_next_three_are_sc
     agent = ScheduledAgent("episode", adapted_after=10)
     result = adapt_then_evaluate(agent, CountingSampler(), classes_of(3, 3), options=OPTIONS,
                                  generator=torch.Generator())
-    # one sequence of 13 episodes per task: stages 0..12, one episode each, per round
-    assert agent.calls == [(4, 12, 1), (4, 12, 1)]
+    # one sequence of 13 episodes per task: stages 0..12, one episode each, per round; the
+    # scored stages 10..12 act with the policy's mean
+    assert agent.calls == [(4, 12, 1, 10), (4, 12, 1, 10)]
     assert result["num_tasks"] == 8 and result["protocol"] == "adapt_then_evaluate"
     after, before = result["stages"][1], result["stages"][0]
     # scored: stages 10, 11, 12 (returns 1000, 1100, 1200); before: the first episode
@@ -119,7 +121,7 @@ def test_a_gradient_step_agent_adapts_from_one_batch_and_the_first_three_adapted
     agent = ScheduledAgent("gradient step")
     result = adapt_then_evaluate(agent, CountingSampler(), classes_of(3, 3), options=OPTIONS,
                                  generator=torch.Generator())
-    assert agent.calls == [(4, 1, 10), (4, 1, 10)]  # Meta-World's adaptation_steps=1
+    assert agent.calls == [(4, 1, 10, 1), (4, 1, 10, 1)]  # Meta-World's adaptation_steps=1
     # stage 1 columns 0, 1, 2 of every task: returns 100, 101, 102
     np.testing.assert_allclose(result["stages"][1]["per_task_return"], [101.0] * 8)
     np.testing.assert_allclose(result["stages"][0]["per_task_return"], [4.5] * 8)  # all 10 before
@@ -154,13 +156,29 @@ def test_pooled_seeds_keep_the_protocol_and_recompute_the_classes():
     assert pooled["classes"]["good"]["num_tasks"] == 8
 
 
+def test_scored_actions_sample_asks_no_stage_for_the_mean_and_the_table_says_which():
+    for unit in ("episode", "gradient step"):
+        agent = ScheduledAgent(unit)
+        result = adapt_then_evaluate(agent, CountingSampler(), classes_of(1, 1),
+                                     options=replace(OPTIONS, scored_actions="sample"),
+                                     generator=torch.Generator())
+        assert [call[3] for call in agent.calls] == [None, None]
+        assert "3 scored with sampled actions" in format_protocol_table(result)
+    result = adapt_then_evaluate(ScheduledAgent("episode"), CountingSampler(), classes_of(1, 1),
+                                 options=OPTIONS, generator=torch.Generator())
+    assert "3 scored with the policy's mean action" in format_protocol_table(result)
+
+
 def test_bad_options_and_an_agent_that_breaks_the_schedule_are_named():
+    with pytest.raises(MetaRLError, match="evaluation.scored_actions='mode' is not known; accepted: mean, sample"):
+        adapt_then_evaluate(ScheduledAgent("episode"), CountingSampler(), classes_of(1, 1),
+                            options=replace(OPTIONS, scored_actions="mode"), generator=torch.Generator())
     with pytest.raises(MetaRLError, match="evaluation.evaluation_episodes must be at least 1"):
         adapt_then_evaluate(ScheduledAgent("episode"), CountingSampler(), classes_of(1, 1),
                             options=replace(OPTIONS, evaluation_episodes=0), generator=torch.Generator())
 
     class ShortAgent(ScheduledAgent):
-        def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator):
+        def adapt(self, tasks, sampler, *, num_stages, episodes_per_stage, generator, mean_actions_from=None):
             yield from list(super().adapt(tasks, sampler, num_stages=num_stages,
                                           episodes_per_stage=episodes_per_stage, generator=generator))[:3]
 
@@ -202,3 +220,63 @@ def test_keys_of_the_other_protocol_are_an_error_not_ignored():
     # The keys of the protocol in use are fine, and so are the defaults of the other.
     config = load_config(None, ["env=Navigation2D", "evaluation.num_tasks=10"])
     assert resolve_protocol(config, navigation).evaluation.protocol == "stages"
+
+
+@pytest.mark.parametrize("name, options", [
+    ("maml_trpo", {"hidden_sizes": [8]}), ("reptile", {"hidden_sizes": [8]}),
+    ("rl2", {"hidden_size": 8, "head_sizes": [8]}), ("multitask_trpo", {"hidden_sizes": [8]}),
+])
+def test_an_agent_told_to_act_with_its_mean_draws_no_action_noise(name, options):
+    """``mean_actions_from=0``: every stage (MAML's adapted one too, RL²'s whole trial) plays the
+    policy's mean, so two action-noise generators give the same episodes; without it they differ."""
+    from metarl.rollout import Sampler
+    from metarl.tasks import TaskSampler
+    family = get_family("Navigation2D")
+    agent = build_agent(name, family, **options)
+    tasks = TaskSampler(family, seed=0).held_out("test")[:2]
+
+    def actions(seed: int, mean_from):
+        sampler = Sampler(family, seed=0)
+        try:
+            return [t.actions for t in agent.adapt(tasks, sampler, num_stages=2, episodes_per_stage=2,
+                                                   generator=torch.Generator().manual_seed(seed),
+                                                   mean_actions_from=mean_from)]
+        finally:
+            sampler.close()
+
+    sampled = actions(1, None), actions(2, None)
+    assert all(not torch.equal(a, b) for a, b in zip(*sampled))
+    mean = actions(1, 0), actions(2, 0)
+    assert all(torch.equal(a, b) for a, b in zip(*mean))
+    partly = actions(1, 1), actions(2, 1)
+    assert not torch.equal(partly[0][0], partly[1][0])  # stage 0 still samples
+    if name == "multitask_trpo":  # no adaptation: from stage 1 on, the one policy's mean
+        assert all(torch.equal(a, b) for a, b in zip(partly[0][1:], partly[1][1:]))
+
+
+def test_pearl_acts_with_its_mean_from_the_stage_it_is_told():
+    """PEARL with ``eval_deterministic=False`` samples its actions until ``mean_actions_from``."""
+    from metarl.agents import pearl as pearl_module
+    from metarl.rollout import Sampler
+    from metarl.tasks import TaskSampler
+    family = get_family("PointRobot-Dense")
+    agent = build_agent("pearl", family, hidden_sizes=[8], encoder_hidden_sizes=[8], latent_dim=2,
+                         eval_deterministic=False)
+    tasks = TaskSampler(family, seed=0).held_out("test")[:2]
+    flags = []
+
+    class Recording(pearl_module._LatentActor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            flags.append(self.deterministic)
+
+    sampler = Sampler(family, seed=0)
+    original = pearl_module._LatentActor
+    pearl_module._LatentActor = Recording
+    try:
+        list(agent.adapt(tasks, sampler, num_stages=3, episodes_per_stage=1,
+                         generator=torch.Generator().manual_seed(0), mean_actions_from=2))
+    finally:
+        pearl_module._LatentActor = original
+        sampler.close()
+    assert flags == [False, False, True, True]

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAMILY_NAMES, TINY
+from conftest import FAMILY_NAMES, TINY, build_agent
 from metarl.envs import metaworld as metaworld_adapter
 from metarl.agents.baselines import NO_ADAPTATION, PooledTRPO, reveal_observations, task_encoder
-from metarl.config import build_dataclass, load_config
+from metarl.config import load_config
 from metarl.evaluate import meta_evaluate
 from metarl.logger import read_metrics
-from metarl.registry import get_agent_spec, list_agents
+from metarl.registry import list_agents
 from metarl.rollout import Sampler
 from metarl.tasks import MetaRLError, TaskSampler, get_family
 from metarl.train import evaluate_run, load_run, train
@@ -21,13 +21,7 @@ BASELINES = ["random", "multitask_trpo", "oracle_trpo"]
 TINY_BASELINE = [t for t in TINY if "hidden_sizes" not in t]
 
 
-def build(name, family, **options):
-    spec = get_agent_spec(name)
-    probe = family.make_vector_env(1)
-    config = build_dataclass(spec.config_class, options)
-    return spec.build(config, family=family, observation_dim=probe.observation_dim,
-                      action_dim=probe.action_dim, device=torch.device("cpu"),
-                      generator=torch.Generator().manual_seed(0))
+build = build_agent
 
 
 def test_baselines_are_registered():
