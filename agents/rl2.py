@@ -19,7 +19,12 @@ discounted reward accumulated during a single trial") with PPO (Schulman et al.,
   stopped at the trial's end, where the value bootstraps from ``V(s')`` when the last episode was
   truncated by the time limit and not when it terminated (:func:`trial_advantages`);
 * minibatches are sets of whole trials; backpropagation through time may be truncated every
-  ``truncation_length`` steps (the forward pass still carries the hidden state through).
+  ``truncation_length`` steps (the forward pass still carries the hidden state through).  With
+  ``minibatch="chunks"`` the trials are cut into ``truncation_length``-step chunks instead, each
+  starting from the hidden state the collecting parameters had reached there, and minibatches
+  are sets of chunks from all trials (as recurrent PPO implementations commonly do, e.g.
+  Meta-World+'s RL²): an update then runs the GRU over ``truncation_length`` steps rather than
+  whole trials, so long trials afford many more updates for the same computation.
 
 Actions are a Gaussian in units where the env's action box is [-1, 1]; the env clips them.
 """
@@ -89,6 +94,10 @@ class RL2Config:
     truncation_length: int = 0
     """Truncated backpropagation through time: cut gradients every this many steps of a trial
     (0: backpropagate through the whole trial)."""
+    minibatch: str = "trials"
+    """What a minibatch is made of: ``trials`` (whole trials) or ``chunks`` (``truncation_length``
+    steps of a trial, starting from the hidden state the rollout's parameters had there; needs
+    ``truncation_length`` > 0; ``num_minibatches`` then splits all chunks of the iteration)."""
     normalize_advantages: bool = True
     """Normalise advantages to zero mean and unit variance over the batch."""
     normalize_observations: bool = False
@@ -107,6 +116,8 @@ class _Batch:
     advantages: torch.Tensor
     returns: torch.Tensor
     mask: torch.Tensor
+    states: torch.Tensor | None = None
+    """``minibatch="chunks"``: the hidden state at the start of every chunk, ``[C, B, H]``."""
 
 
 # --------------------------------------------------------------------------------- pure maths
@@ -299,6 +310,11 @@ class RecurrentActorCritic(nn.Module):
             state = state.detach()
         return torch.cat(chunks)
 
+    def features_from(self, inputs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """GRU states ``[T, B, H]`` over ``inputs [T, B, I]`` from ``state [B, H]`` (a chunk
+        of a trial, from the hidden state at its start)."""
+        return self.gru(self._normalize(inputs), state.unsqueeze(0))[0]
+
     def distribution(self, features: torch.Tensor) -> torch.distributions.Normal:
         """``features [..., H]`` → Normal with batch shape ``[..., A]``."""
         mean = self.mean_head(features)
@@ -439,7 +455,12 @@ class RL2:
             returns = (advantages + values[:T]) * trial.mask
             if c.normalize_advantages:
                 advantages = normalize_advantages(advantages, trial.mask)
-        return _Batch(inputs, unclipped, old_log_probs, advantages, returns, trial.mask)
+            states = None
+            if c.minibatch == "chunks":  # the GRU's output is its state: h before step s = features[s - 1]
+                starts = range(0, T, c.truncation_length)
+                states = torch.stack([features[s - 1] if s > 0 else torch.zeros_like(features[0])
+                                      for s in starts])
+        return _Batch(inputs, unclipped, old_log_probs, advantages, returns, trial.mask, states)
 
     def train_iteration(self, tasks: Sequence[Task], sampler: Sampler) -> dict[str, float]:
         c = self.config
@@ -465,28 +486,57 @@ class RL2:
         stats["train/policy_std"] = self.network.log_std.exp().mean().item()
         return stats
 
+    def _columns(self, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The update's columns: per-step tensors ``[S, M, ...]`` (``inputs``, ``actions``,
+        ``old_log_probs``, ``advantages``, ``returns``, ``mask``) and the hidden state each
+        column starts from (``[M, H]``; None: zeros, at a trial's start).  Whole trials
+        (``S = T``, ``M = B``), or their chunks of ``truncation_length`` steps (``M`` = the
+        chunks that hold a step)."""
+        T = batch.mask.shape[0]
+        steps = {"inputs": batch.inputs[:T], "actions": batch.actions, "old_log_probs": batch.old_log_probs,
+                 "advantages": batch.advantages, "returns": batch.returns, "mask": batch.mask}
+        if batch.states is None:
+            return steps, None
+        L, C = self.config.truncation_length, batch.states.shape[0]
+
+        def chunked(x: torch.Tensor) -> torch.Tensor:  # [T, B, ...] -> [L, C * B, ...], column c * B + b
+            x = torch.cat([x, x.new_zeros(C * L - T, *x.shape[1:])])
+            return x.view(C, L, *x.shape[1:]).transpose(0, 1).reshape(L, C * x.shape[1], *x.shape[2:])
+
+        steps = {name: chunked(x) for name, x in steps.items()}
+        valid = (steps["mask"].sum(0) > 0).nonzero().squeeze(-1)
+        states = batch.states.reshape(-1, batch.states.shape[-1])
+        return {name: x[:, valid] for name, x in steps.items()}, states[valid]
+
     def _ppo_update(self, batch: _Batch) -> dict[str, float]:
         """Several epochs of PPO-clip (PPO eq. 7) with a value loss and an entropy bonus, over
-        minibatches of whole trials."""
+        minibatches of whole trials (or of chunks of them: :meth:`_columns`)."""
         c = self.config
-        T, B = batch.mask.shape
+        steps, states = self._columns(batch)
+        M = steps["mask"].shape[1]
+        if M < c.num_minibatches:
+            raise MetaRLError(f"agent_options.num_minibatches={c.num_minibatches} exceeds the {M} "
+                              f"{c.minibatch} of this iteration's trials; use at most that many")
         parameters = list(self.network.parameters())
         totals: dict[str, list[float]] = {}
         for _ in range(c.num_epochs):
-            order = torch.randperm(B, generator=self.generator)
+            order = torch.randperm(M, generator=self.generator)
             for index in order.chunk(c.num_minibatches):
                 index = index.to(self.device)
-                inputs = batch.inputs[:, index]
-                mask = batch.mask[:, index]
-                advantages = batch.advantages[:, index]
-                features = self.network.features(inputs[:T], truncation_length=c.truncation_length)
+                inputs = steps["inputs"][:, index]
+                mask = steps["mask"][:, index]
+                advantages = steps["advantages"][:, index]
+                if states is None:
+                    features = self.network.features(inputs, truncation_length=c.truncation_length)
+                else:
+                    features = self.network.features_from(inputs, states[index])
                 distribution = self.network.distribution(features)
-                log_probs = distribution.log_prob(batch.actions[:, index]).sum(-1)
-                log_ratio = log_probs - batch.old_log_probs[:, index]
+                log_probs = distribution.log_prob(steps["actions"][:, index]).sum(-1)
+                log_ratio = log_probs - steps["old_log_probs"][:, index]
                 ratio = log_ratio.exp()
                 policy_loss = clipped_surrogate_loss(ratio, advantages, mask, clip_ratio=c.clip_ratio)
                 values = self.network.value(features)
-                value_loss = 0.5 * masked_mean((values - batch.returns[:, index]) ** 2, mask)
+                value_loss = 0.5 * masked_mean((values - steps["returns"][:, index]) ** 2, mask)
                 entropy = masked_mean(distribution.entropy().sum(-1), mask)
                 loss = policy_loss + c.value_loss_coef * value_loss - c.entropy_coef * entropy
                 self.optimizer.zero_grad()
@@ -526,6 +576,10 @@ class RL2:
         self.generator.set_state(state["generator"])
 
 
+MINIBATCHES = ("trials", "chunks")
+"""Values of ``RL2Config.minibatch``."""
+
+
 def _check_config(config: RL2Config) -> None:
     positive = ("meta_batch_size", "trials_per_task", "episodes_per_trial", "hidden_size",
                 "num_epochs", "num_minibatches")
@@ -534,7 +588,7 @@ def _check_config(config: RL2Config) -> None:
             raise MetaRLError(f"agent_options.{name} must be at least 1; got {getattr(config, name)}")
     if config.activation not in ("tanh", "relu"):
         raise MetaRLError(f"agent_options.activation {config.activation!r}; accepted: tanh, relu")
-    if config.num_minibatches > config.meta_batch_size * config.trials_per_task:
+    if config.minibatch == "trials" and config.num_minibatches > config.meta_batch_size * config.trials_per_task:
         raise MetaRLError(
             f"agent_options.num_minibatches={config.num_minibatches} exceeds the "
             f"{config.meta_batch_size * config.trials_per_task} trials per iteration "
@@ -543,6 +597,11 @@ def _check_config(config: RL2Config) -> None:
     if config.truncation_length < 0:
         raise MetaRLError(f"agent_options.truncation_length must be >= 0 (0: full trials); "
                           f"got {config.truncation_length}")
+    if config.minibatch not in MINIBATCHES:
+        raise MetaRLError(f"agent_options.minibatch {config.minibatch!r}; accepted: {', '.join(MINIBATCHES)}")
+    if config.minibatch == "chunks" and config.truncation_length == 0:
+        raise MetaRLError("agent_options.minibatch=chunks cuts trials into agent_options.truncation_length "
+                          "steps; set truncation_length > 0 (or minibatch=trials)")
     if config.init_std <= 0 or config.min_std <= 0:
         raise MetaRLError("agent_options.init_std and agent_options.min_std must be positive")
 

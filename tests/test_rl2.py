@@ -329,6 +329,49 @@ def test_ppo_update_raises_the_surrogate_within_the_trust_region():
     assert stats["loss/clip_fraction"] > 0
 
 
+def countdown_batch(agent):
+    """A batch of trials of 2 episodes, 4 per task, on the two Countdown tasks (T = 12)."""
+    sampler = Sampler(COUNTDOWN, seed=0)
+    try:
+        episodes = list(agent.run_trial(TASKS, sampler, num_episodes=2, trials_per_task=4,
+                                        generator=torch.Generator().manual_seed(1)))
+        env = sampler.env(8)
+        low, high = torch.as_tensor(env.action_low), torch.as_tensor(env.action_high)
+    finally:
+        sampler.close()
+    return agent._batch(concatenate_episodes(episodes), low, high)
+
+
+def test_chunks_start_from_the_hidden_state_the_rollout_had_there():
+    """minibatch=chunks: each 4-step chunk, run from its stored start state, gives the policy the
+    rollout computed (the update's first ratio is 1 on every step), and only chunks holding a
+    step are columns (the terminated task's trials are 6 steps: its third chunk is empty)."""
+    agent = tiny_agent(minibatch="chunks", truncation_length=4)
+    batch = countdown_batch(agent)
+    assert batch.mask.shape == (12, 8) and batch.states.shape == (3, 8, 8)
+    steps, states = agent._columns(batch)
+    assert steps["mask"].shape == (4, 3 * 8 - 4) and states.shape == (20, 8)
+    assert steps["mask"].sum() == batch.mask.sum()
+    with torch.no_grad():
+        features = agent.network.features_from(steps["inputs"], states)
+        log_probs = agent.network.distribution(features).log_prob(steps["actions"]).sum(-1)
+    valid = steps["mask"] > 0
+    assert torch.allclose(log_probs[valid], steps["old_log_probs"][valid], atol=1e-5)
+    assert not torch.allclose(states[8:], torch.zeros_like(states[8:]))  # later chunks start mid-trial
+
+
+def test_one_chunk_per_trial_is_the_whole_trial_update():
+    """truncation_length >= T: a chunk is a whole trial from the zero state, and both minibatch
+    kinds draw the same minibatches, so one update gives the same parameters."""
+    networks = []
+    for minibatch in ("trials", "chunks"):
+        agent = tiny_agent(minibatch=minibatch, truncation_length=12, num_epochs=3)
+        agent._ppo_update(countdown_batch(agent))
+        networks.append(agent.network.state_dict())
+    for name, value in networks[0].items():
+        assert torch.allclose(value, networks[1][name], atol=1e-6), name
+
+
 def test_adapt_yields_one_batch_per_episode_of_the_trial_and_keeps_the_parameters():
     agent = tiny_agent()
     before = {k: v.clone() for k, v in agent.network.state_dict().items()}
@@ -357,6 +400,11 @@ def test_config_errors_name_the_option():
         tiny_agent(num_minibatches=5)
     with pytest.raises(MetaRLError, match="agent_options.activation"):
         tiny_agent(activation="gelu")
+    with pytest.raises(MetaRLError, match="agent_options.minibatch 'chunk'; accepted: trials, chunks"):
+        tiny_agent(minibatch="chunk")
+    with pytest.raises(MetaRLError, match="set truncation_length > 0"):
+        tiny_agent(minibatch="chunks")
+    tiny_agent(minibatch="chunks", truncation_length=4, num_minibatches=5)  # 5 > 4 trials: chunks allow it
     with pytest.raises(MetaRLError, match="unknown config key 'agent_options.num_layers'"):
         load_config(None, ["agent=rl2", "agent_options.num_layers=2"])
 
