@@ -79,10 +79,10 @@ def check_compatible(checkpoint_config: dict[str, Any], config: dict[str, Any]) 
     A key the checkpoint's config lacks (written by an older metarl, before the key existed)
     counts as its :data:`~metarl.config.LEGACY_DEFAULTS` value, else its default; so does an
     agent option either side leaves out (older metarl recorded only the options given)."""
-    from metarl.config import LEGACY_DEFAULTS, TrainConfig, resolved_agent_options, to_dict
+    from metarl.config import TrainConfig, resolved_agent_options, to_dict, with_legacy_defaults
 
     ignored = {"num_iterations", "run_dir", "progress"}
-    checkpoint_config = {**to_dict(TrainConfig()), **LEGACY_DEFAULTS, **checkpoint_config}
+    checkpoint_config = {**to_dict(TrainConfig()), **with_legacy_defaults(checkpoint_config)}
     if isinstance(config.get("evaluation"), dict) and isinstance(checkpoint_config.get("evaluation"), dict):
         # An evaluation option the checkpoint lacks (evaluation.protocol and the protocol's
         # options, added later) is the one now: its run was written before the option existed.

@@ -243,7 +243,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 LEGACY_DEFAULTS: dict[str, Any] = {"unit_actions": False}
 """Values of keys that a run's ``config.yaml`` lacks because an older metarl wrote it, chosen to
 reproduce that run: before ``unit_actions`` existed, policies acted in the env's own units.
-Any other missing key takes its default."""
+Any other missing key takes its default (:func:`with_legacy_defaults` adds one nested key)."""
+
+
+def with_legacy_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config ``tree`` with :data:`LEGACY_DEFAULTS` for the keys it lacks, and
+    ``evaluation.scored_actions: sample`` when it ran Meta-World's protocol before that key
+    existed (its scored episodes sampled their actions; the default is now the mean)."""
+    tree = {**LEGACY_DEFAULTS, **tree}
+    evaluation = tree.get("evaluation")
+    if (isinstance(evaluation, dict) and evaluation.get("protocol") == "adapt_then_evaluate"
+            and "scored_actions" not in evaluation):
+        tree["evaluation"] = {**evaluation, "scored_actions": "sample"}
+    return tree
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *,
@@ -252,7 +264,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
     ``run_config``: ``path`` is a run directory's ``config.yaml`` (:data:`LEGACY_DEFAULTS` apply)."""
     tree: dict[str, Any] = read_yaml(path) if path is not None else {}
     if run_config:
-        tree = {**LEGACY_DEFAULTS, **tree}
+        tree = with_legacy_defaults(tree)
     for text in overrides:
         keys, value = parse_override(text)
         _set_nested(tree, keys, value)

@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from metarl.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
-from metarl.config import (LEGACY_DEFAULTS, TrainConfig, agent_config, build_dataclass, to_dict,
+from metarl.config import (TrainConfig, agent_config, build_dataclass, to_dict, with_legacy_defaults,
                            with_resolved_agent_options)
 from metarl.divergence import (Diverged, divergence_message, invalid_distribution_is_divergence,
                                non_finite_stat, non_finite_tensor)
@@ -195,7 +195,7 @@ def load_run(run_dir: Path, *, device: str | None = None) -> tuple[MetaRun, int]
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise MetaRLError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
-    values = {**LEGACY_DEFAULTS, **yaml.safe_load(config_path.read_text())}
+    values = with_legacy_defaults(yaml.safe_load(config_path.read_text()))
     if device is not None:
         values["device"] = device
     config = build_dataclass(TrainConfig, values)

@@ -280,3 +280,21 @@ def test_pearl_acts_with_its_mean_from_the_stage_it_is_told():
         pearl_module._LatentActor = original
         sampler.close()
     assert flags == [False, False, True, True]
+
+
+def test_a_run_written_before_scored_actions_keeps_its_sampled_scoring(tmp_path):
+    """A Meta-World-protocol run whose config.yaml predates ``evaluation.scored_actions`` scored
+    sampled actions: loading or resuming it keeps that (new runs default to the mean); a run
+    under the stages protocol, which has no such key, loads as it was."""
+    import yaml
+
+    from metarl.checkpoint import check_compatible
+    from metarl.config import load_config, to_dict
+    for protocol, expected in (("adapt_then_evaluate", "sample"), ("stages", "mean")):
+        tree = to_dict(load_config(None, ["agent=random", f"evaluation.protocol={protocol}"]))
+        assert tree["evaluation"].pop("scored_actions") == "mean"
+        path = tmp_path / f"{protocol}.yaml"
+        path.write_text(yaml.safe_dump(tree))
+        loaded = load_config(path, run_config=True)
+        assert loaded.evaluation.scored_actions == expected
+        check_compatible(tree, to_dict(loaded))  # its checkpoints resume under it
