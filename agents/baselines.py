@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from metarl.agent import AgentSpec, TrainingBudget
+from metarl.agent import AgentSpec, TrainingBudget, acts_with_mean
 from metarl.envs.oracle import TaskEncoder
 from metarl.networks import GaussianMLPPolicy, LinearFeatureBaseline
 from metarl.registry import register_agent
@@ -277,8 +277,8 @@ class PooledTRPO:
               mean_actions_from: int | None = None) -> Iterator[Trajectories]:
         """No adaptation: every stage is a fresh batch from the same (meta-)trained policy."""
         for stage in range(num_stages + 1):
-            mean = mean_actions_from is not None and stage >= mean_actions_from
-            yield self._sample(tasks, sampler, episodes_per_stage, generator, mean=mean)[0]
+            yield self._sample(tasks, sampler, episodes_per_stage, generator,
+                               mean=acts_with_mean(stage, mean_actions_from))[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "generator": self.generator.get_state()}

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.func import functional_call
 
-from metarl.agent import AgentSpec, TrainingBudget
+from metarl.agent import AgentSpec, TrainingBudget, acts_with_mean
 from metarl.networks import GaussianMLPPolicy, LinearFeatureBaseline
 from metarl.registry import register_agent
 from metarl.returns import discounted_returns, generalized_advantages, normalize_advantages
@@ -326,9 +326,9 @@ class MAMLTRPO:
         N = len(tasks)
         params = self._detach(self._per_task(N))
         for stage in range(num_stages + 1):
-            mean = mean_actions_from is not None and stage >= mean_actions_from
             trajectories = sampler.sample(
-                tasks, _TaskActor(self.policy, params, N, generator, self.device, mean=mean),
+                tasks, _TaskActor(self.policy, params, N, generator, self.device,
+                                  mean=acts_with_mean(stage, mean_actions_from)),
                 episodes_per_task=episodes_per_stage,
             )
             yield trajectories

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.agent import AgentSpec, TrainingBudget
+from metarl.agent import AgentSpec, TrainingBudget, acts_with_mean
 from metarl.networks import MLP
 from metarl.registry import register_agent
 from metarl.rollout import Sampler
@@ -682,8 +682,7 @@ class PEARL:
                                                     encoder=self._acting_encoder)
                 latents = mean + variance.sqrt() * noise
             actor = _LatentActor(self._acting_policy, latents, low=bounds[0], high=bounds[1],
-                                 generator=generator, deterministic=c.eval_deterministic or (
-                                     mean_actions_from is not None and stage >= mean_actions_from))
+                                 generator=generator, deterministic=c.eval_deterministic or acts_with_mean(stage, mean_actions_from))
             trajectories = sampler.sample(tasks, actor, episodes_per_task=episodes_per_stage)
             yield trajectories
             context = context_features(

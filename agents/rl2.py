@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.agent import AgentSpec, TrainingBudget
+from metarl.agent import AgentSpec, TrainingBudget, acts_with_mean
 from metarl.networks import MLP
 from metarl.registry import register_agent
 from metarl.returns import generalized_advantages, masked_mean, normalize_advantages
@@ -431,7 +431,7 @@ class RL2:
         actor = TrialActor(self._acting_network(), num_envs=env.num_envs, action_low=env.action_low,
                            action_high=env.action_high, generator=generator)
         for episode in range(num_episodes):
-            actor.start_episode(mean=mean_actions_from is not None and episode >= mean_actions_from)
+            actor.start_episode(mean=acts_with_mean(episode, mean_actions_from))
             yield sampler.sample(tasks, actor, episodes_per_task=trials_per_task)
 
     def _batch(self, trial: Trajectories, low: torch.Tensor, high: torch.Tensor) -> _Batch:

@@ -56,6 +56,11 @@ class MetaAgent(Protocol):
         ...
 
 
+def acts_with_mean(stage: int, mean_actions_from: int | None) -> bool:
+    """Whether stage ``stage`` of :meth:`MetaAgent.adapt` plays the policy's mean action."""
+    return mean_actions_from is not None and stage >= mean_actions_from
+
+
 @dataclass(frozen=True)
 class TrainingBudget:
     """What a whole training run costs, known before it starts (evaluation not counted)."""
