@@ -457,9 +457,8 @@ class RL2:
                 advantages = normalize_advantages(advantages, trial.mask)
             states = None
             if c.minibatch == "chunks":  # the GRU's output is its state: h before step s = features[s - 1]
-                starts = range(0, T, c.truncation_length)
-                states = torch.stack([features[s - 1] if s > 0 else torch.zeros_like(features[0])
-                                      for s in starts])
+                L = c.truncation_length
+                states = torch.cat([torch.zeros_like(features[:1]), features[L - 1:T - 1:L]])
         return _Batch(inputs, unclipped, old_log_probs, advantages, returns, trial.mask, states)
 
     def train_iteration(self, tasks: Sequence[Task], sampler: Sampler) -> dict[str, float]:

@@ -31,7 +31,7 @@ does in Meta-World+'s implementations (McLean et al. 2025), so that a policy is 
 it has learned rather than on where its exploration noise happens to take it (with "success at
 any step", noise alone finds many reach-v3 goals).  ``scored_actions="sample"`` scores sampled
 actions instead.  Agents get this as ``adapt``'s ``mean_actions_from``
-(:func:`first_scored_stage`); MAML's adapted policy plays all of stage 1 with its mean.
+(:func:`adaptation_schedule`); MAML's adapted policy plays all of stage 1 with its mean.
 
 The result has the shape of :func:`metarl.evaluate.meta_evaluate`'s with two stages: stage 0 is
 the first adaptation stage (before any adaptation), stage 1 the scored evaluation episodes; it
@@ -86,7 +86,7 @@ class ProtocolOptions:
             raise MetaRLError(f"evaluation.scored_actions={self.scored_actions!r} is not known; accepted: "
                               f"{', '.join(SCORED_ACTIONS)}")
         for name, value in asdict(self).items():
-            if name != "scored_actions" and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise MetaRLError(f"evaluation.{name} must be at least 1 for the {NAME} protocol; got {value}")
 
 
@@ -109,9 +109,12 @@ def round_tasks(tasks: Sequence[Task], options: ProtocolOptions, round_index: in
     return chosen
 
 
-def adaptation_schedule(agent: MetaAgent, options: ProtocolOptions) -> tuple[int, int]:
-    """``(num_stages, episodes_per_stage)`` of the ``agent.adapt`` call that plays one task's
-    adaptation and evaluation episodes (see the module's docstring)."""
+def adaptation_schedule(agent: MetaAgent, options: ProtocolOptions) -> dict[str, int | None]:
+    """The keyword arguments of the ``agent.adapt`` call that plays one task's adaptation and
+    evaluation episodes (see the module's docstring): ``num_stages``, ``episodes_per_stage`` and
+    ``mean_actions_from`` (the first stage holding scored episodes when they act with the mean,
+    else None)."""
+    mean = options.scored_actions == "mean"
     if agent.adaptation_unit in BATCH_ADAPTATION_UNITS:
         if options.evaluation_episodes > options.adaptation_episodes:
             # The scored episodes are the first of stage 1, which has as many as stage 0.
@@ -119,16 +122,10 @@ def adaptation_schedule(agent: MetaAgent, options: ProtocolOptions) -> tuple[int
                 f"evaluation.evaluation_episodes={options.evaluation_episodes} exceeds "
                 f"evaluation.adaptation_episodes={options.adaptation_episodes}: an agent adapting by "
                 f"{agent.adaptation_unit}s is scored on at most as many episodes as it adapts from")
-        return 1, options.adaptation_episodes
-    return options.adaptation_episodes + options.evaluation_episodes - 1, 1
-
-
-def first_scored_stage(agent: MetaAgent, options: ProtocolOptions) -> int | None:
-    """The ``mean_actions_from`` of the ``agent.adapt`` call of :func:`adaptation_schedule`:
-    the first stage that holds scored episodes when they act with the mean, else None."""
-    if options.scored_actions == "sample":
-        return None
-    return 1 if agent.adaptation_unit in BATCH_ADAPTATION_UNITS else options.adaptation_episodes
+        return {"num_stages": 1, "episodes_per_stage": options.adaptation_episodes,
+                "mean_actions_from": 1 if mean else None}
+    return {"num_stages": options.adaptation_episodes + options.evaluation_episodes - 1,
+            "episodes_per_stage": 1, "mean_actions_from": options.adaptation_episodes if mean else None}
 
 
 def _scored(agent: MetaAgent, tasks: Sequence[Task], sampler: Sampler, options: ProtocolOptions,
@@ -136,9 +133,9 @@ def _scored(agent: MetaAgent, tasks: Sequence[Task], sampler: Sampler, options: 
     """Run one round through ``agent.adapt``: the first stage's trajectories, the scored ones
     (each ``[T, N * k]`` task-major), and how many leading episodes per task each keeps."""
     batch = agent.adaptation_unit in BATCH_ADAPTATION_UNITS
-    num_stages, per_stage = adaptation_schedule(agent, options)
-    stages = list(agent.adapt(tasks, sampler, num_stages=num_stages, episodes_per_stage=per_stage,
-                              generator=generator, mean_actions_from=first_scored_stage(agent, options)))
+    schedule = adaptation_schedule(agent, options)
+    num_stages, per_stage = schedule["num_stages"], schedule["episodes_per_stage"]
+    stages = list(agent.adapt(tasks, sampler, generator=generator, **schedule))
     if len(stages) != num_stages + 1:
         raise MetaRLError(f"{type(agent).__name__}.adapt yielded {len(stages)} stages; the "
                           f"{NAME} protocol asked for {num_stages + 1}")

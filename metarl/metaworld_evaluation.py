@@ -8,8 +8,7 @@ for the evaluation episodes) on Meta-World's vector env; our agents are driven b
 ``adapt`` generator, which asks a sampler for whole stages of episodes.
 :class:`MetaWorldAgent` joins the two: per sub-env, one thread runs the agent's ``adapt`` for
 that sub-env's task with the same schedule as :func:`~metarl.adapt_then_evaluate.adaptation_schedule`
-(and the same stages acting with the mean: :func:`~metarl.adapt_then_evaluate.first_scored_stage`),
-against a sampler that hands each stage's actor to the step loop and gets the stage's episodes
+(the same stages, the same ones acting with the mean), against a sampler that hands each stage's actor to the step loop and gets the stage's episodes
 back.  A stage of ``E`` episodes (MAML's adaptation batch) is played as ``E`` consecutive
 episodes in the one sub-env, each through row ``e`` of the actor's batch of ``E``.  Only one
 thread runs at a time (each waits for the other), so nothing is computed concurrently.
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.adapt_then_evaluate import ProtocolOptions, adaptation_schedule, first_scored_stage
+from metarl.adapt_then_evaluate import ProtocolOptions, adaptation_schedule
 from metarl.agent import MetaAgent
 from metarl.rollout import Actor, EnvSpec
 from metarl.tasks import MetaRLError, Task
@@ -126,14 +125,11 @@ class _SubEnv:
         self.stage: _Stage | None = None
         self.last_actor: Actor | None = None
         self.error: BaseException | None = None
-        num_stages, per_stage = adaptation_schedule(agent, options)
-        mean_from = first_scored_stage(agent, options)
+        schedule = adaptation_schedule(agent, options)
 
         def run() -> None:
             try:
-                for _ in agent.adapt([task], self.sampler, num_stages=num_stages,
-                                     episodes_per_stage=per_stage, generator=generator,
-                                     mean_actions_from=mean_from):
+                for _ in agent.adapt([task], self.sampler, generator=generator, **schedule):
                     pass
             except _RoundOver:
                 return
