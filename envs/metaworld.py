@@ -112,14 +112,14 @@ class ClassEnvPool:
         if max_idle < 0:
             raise MetaRLError(f"max_idle must be >= 0; got {max_idle}")
         self.max_idle = max_idle
-        self._idle: list[tuple[tuple[str, str], Any]] = []  # oldest first
+        self._idle: list[tuple[tuple[str, type], Any]] = []  # oldest first
         self._users = 0
         self.num_built = 0
 
     def attach(self) -> None:
         self._users += 1
 
-    def take(self, key: tuple[str, str], build: Callable[[], Any]) -> Any:
+    def take(self, key: tuple[str, type], build: Callable[[], Any]) -> Any:
         """An idle environment object of class ``key`` (the most recently returned), else a new one."""
         for position in range(len(self._idle) - 1, -1, -1):
             if self._idle[position][0] == key:
@@ -127,7 +127,7 @@ class ClassEnvPool:
         self.num_built += 1
         return build()
 
-    def give(self, key: tuple[str, str], env: Any) -> None:
+    def give(self, key: tuple[str, type], env: Any) -> None:
         """Take back an object no sub-env uses; close the oldest idle ones beyond ``max_idle``."""
         self._idle.append((key, env))
         while len(self._idle) > self.max_idle:
@@ -172,8 +172,8 @@ class MetaWorldTaskEnv(gym.Env):
         self._pool = pool if pool is not None else ClassEnvPool(STANDALONE_MAX_IDLE)
         self._pool.attach()
         self._active: Any = None
-        self._active_key: tuple[str, str] | None = None
-        self._pending: tuple[tuple[str, str], Any] | None = None
+        self._active_key: tuple[str, type] | None = None
+        self._pending: tuple[tuple[str, type], Any] | None = None
         train_tasks, _ = benchmark_tasks(benchmark, env_name, seed)
         self.set_task(task if task is not None else train_tasks[0])
         self._bind()
@@ -191,7 +191,10 @@ class MetaWorldTaskEnv(gym.Env):
                 f"task {task} names {task['env_name']!r} but the benchmark's task is "
                 f"{benchmark_task.env_name!r}; were the tasks drawn with another benchmark seed?"
             )
-        key = (split, benchmark_task.env_name)
+        classes = self._benchmark.train_classes if split == "train" else self._benchmark.test_classes
+        # Keyed by the class itself: ML1's train and test goals are one class, so a sub-env that
+        # moves between them keeps its object (ML10/ML45's splits have different classes).
+        key = (benchmark_task.env_name, classes[benchmark_task.env_name])
         if self._active is not None and key != self._active_key:
             self._pool.give(self._active_key, self._active)
             self._active, self._active_key = None, None
@@ -204,9 +207,7 @@ class MetaWorldTaskEnv(gym.Env):
             return
         key, benchmark_task = self._pending
         if self._active is None:
-            split, env_name = key
-            classes = self._benchmark.train_classes if split == "train" else self._benchmark.test_classes
-            self._active, self._active_key = self._pool.take(key, classes[env_name]), key
+            self._active, self._active_key = self._pool.take(key, key[1]), key
         self._active.set_task(benchmark_task)
         self._pending = None
 

@@ -146,6 +146,29 @@ def test_sub_envs_share_class_objects_and_results_do_not_depend_on_which_one_ser
     fresh.close()
 
 
+def test_ml1_sub_envs_keep_their_object_between_train_and_test_goals():
+    """ML1's train and test goals are one class: a sub-env moving between them keeps its object
+    (before, the pool keyed objects by split too, and a vector env that served both, as MAML's
+    training and its evaluation's adaptation stage do, held two objects a sub-env: ~44 MB).
+    The test goals' numbers are a fresh env's."""
+    pytest.importorskip("metaworld")
+    family = get_family("ML1-reach-v3")
+    sampler = TaskSampler(family, seed=0)
+    train, test = sampler.train_tasks, sampler.test_tasks
+    env = family.make_vector_env(2, seed=0)
+    pool = env.envs[0]._pool
+    _record(env, train[:2], seed=3, num_steps=2)
+    assert pool.num_built == 2
+    held_out = _record(env, test[:2], seed=5)
+    _record(env, [train[2], test[3]], seed=3, num_steps=2)
+    assert pool.num_built == 2 and not pool._idle
+    env.close()
+    fresh = family.make_vector_env(2, seed=0)
+    for reused, new in zip(held_out, _record(fresh, test[:2], seed=5)):
+        np.testing.assert_array_equal(reused, new)
+    fresh.close()
+
+
 def test_step_after_set_task_without_reset_is_an_error():
     pytest.importorskip("metaworld")
     family = get_family("ML10")
