@@ -43,6 +43,7 @@ from the posterior given every transition gathered so far on that task (oyster's
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -710,6 +711,18 @@ class PEARL:
             "task_slots": dict(self.task_slots),
         }
 
+    def _restore_update_generator(self, saved: torch.Tensor) -> None:
+        """Continue the update generator's stream, or, for a checkpoint written on another
+        kind of device (a CUDA generator's 16-byte Philox state on a CPU, or the reverse), start
+        a stream seeded from the saved state's bytes: loading the same checkpoint on the same
+        kind of device gives the same draws, but not the draws the writing device would have
+        made (evaluation draws nothing from it; resumed updates draw other replay indices)."""
+        if saved.numel() == self.update_generator.get_state().numel():
+            self.update_generator.set_state(saved)
+            return
+        digest = hashlib.sha256(saved.cpu().numpy().tobytes()).digest()
+        self.update_generator.manual_seed(int.from_bytes(digest[:8], "little") >> 2)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.critic.load_state_dict(state["critic"])
@@ -722,7 +735,7 @@ class PEARL:
         self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.generator.set_state(state["generator"])
-        self.update_generator.set_state(state["update_generator"])
+        self._restore_update_generator(state["update_generator"])
         self.replay.load_state_dict(state["replay"])
         self.encoder_replay.load_state_dict(state["encoder_replay"])
         self.task_slots = dict(state["task_slots"])

@@ -32,3 +32,84 @@ def test_device_auto_resolves_to_what_is_available():
         from metarl.tasks import MetaRLError
         with pytest.raises(MetaRLError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+RL2_RUN = ["agent=rl2", "agent_options.meta_batch_size=4", "agent_options.trials_per_task=2",
+           "agent_options.hidden_size=16", "agent_options.head_sizes=[16]", "agent_options.num_epochs=2",
+           "agent_options.num_minibatches=2", "agent_options.truncation_length=50",
+           "agent_options.normalize_observations=true"]
+PEARL_RUN = [
+    "env=PointRobot-Dense", "agent=pearl", "agent_options.meta_batch_size=4",
+    "agent_options.num_tasks_sample=2", "agent_options.num_initial_steps=20",
+    "agent_options.num_steps_prior=20", "agent_options.num_steps_posterior=20",
+    "agent_options.num_extra_rl_steps_posterior=40", "agent_options.num_train_steps_per_itr=4",
+    "agent_options.batch_size=8", "agent_options.embedding_batch_size=6",
+    "agent_options.hidden_sizes=[16,16]", "agent_options.encoder_hidden_sizes=[16]",
+    "agent_options.latent_dim=3", "agent_options.buffer_capacity=500", "agent_options.auto_entropy=true",
+    "evaluation.num_stages=2", "evaluation.episodes_per_stage=2",
+]
+RUN = ["num_iterations=2", "checkpoint_interval=1", "evaluation.interval=2", "evaluation.num_tasks=4",
+       "evaluation.num_stages=1", "evaluation.episodes_per_stage=4", "progress=false"]
+GPU_RUNS = {
+    "rl2": [*RUN, *RL2_RUN],
+    "pearl": [*RUN, *PEARL_RUN],
+    "reptile": [*RUN, "agent=reptile", "agent_options.meta_batch_size=4", "agent_options.episodes_per_task=4",
+                "agent_options.num_inner_steps=2"],
+    "multitask_trpo": [*RUN, "agent=multitask_trpo", "agent_options.meta_batch_size=4",
+                       "agent_options.episodes_per_task=4"],
+    "maml_sinusoid": ["env=Sinusoid", "agent=maml", "num_iterations=4", "checkpoint_interval=2",
+                      "evaluation.interval=2", "evaluation.num_tasks=8", "evaluation.num_stages=2",
+                      "progress=false"],
+    "protonet_glyphs": ["env=Glyphs", "agent=protonet", "num_iterations=4", "checkpoint_interval=2",
+                        "evaluation.interval=2", "evaluation.num_tasks=8", "progress=false"],
+}
+"""A tiny run of every other agent and learner (MAML-TRPO's is above)."""
+
+
+def _differences(cpu: dict, gpu: dict, *, rel: float, abs_: float) -> list[str]:
+    """Keys of one metrics row whose CPU and GPU values differ beyond the tolerance."""
+    return [f"{key}: cpu {cpu[key]!r} gpu {gpu.get(key)!r}" for key in cpu
+            if not key.startswith("time/") and isinstance(cpu[key], (int, float))
+            and gpu.get(key) != pytest.approx(cpu[key], rel=rel, abs=abs_)]
+
+
+DEVICE_STREAM_KEYS = {"pearl": {"loss/critic", "loss/kl", "loss/policy", "train/alpha", "train/policy_entropy",
+                                 "train/q_mean", "train/return_posterior", "train/z_variance"}}
+"""First-iteration numbers drawn from a generator that lives on the run's device (PEARL's
+``update_generator``: replay indices, posterior contexts and update noise, drawn without a host
+round trip): CUDA's stream is not the CPU's, so they differ between devices by design; each
+device on its own gives the same numbers for the same seed."""
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(GPU_RUNS))
+def test_every_agent_trains_on_cuda_tracks_the_cpu_run_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, name):
+    """The same seed on the CPU and on the GPU: the first iteration (same data; the update's
+    float arithmetic differs between devices) logs the same numbers to 1e-3, except those drawn
+    from a generator on the device (:data:`DEVICE_STREAM_KEYS`); a second GPU run logs exactly
+    the same numbers as the first; the GPU run's checkpoint loads on a machine without one
+    (device=cpu) and evaluates to what the GPU run logged, to 1e-3."""
+    from metarl.train import evaluate_run, load_run
+
+    metrics = {}
+    for device, run_dir in (("cpu", "cpu"), ("cuda", "cuda"), ("cuda", "cuda_again")):
+        metrics[run_dir] = read_metrics(train(load_config(None, [*GPU_RUNS[name], f"device={device}",
+                                                                f"run_dir={tmp_path / run_dir}"]), quiet=True))
+    exempt = DEVICE_STREAM_KEYS.get(name, set())
+    differences = [d for d in _differences(metrics["cpu"][0], metrics["cuda"][0], rel=1e-3, abs_=1e-4)
+                   if d.split(":")[0] not in exempt]
+    repeated = [d for cpu_row, gpu_row in zip(metrics["cuda"], metrics["cuda_again"])
+                for d in _differences(cpu_row, gpu_row, rel=0, abs_=0)]
+    print(name, "CPU vs GPU:", differences, "GPU vs GPU:", repeated)
+    assert not differences, "\n".join(differences)
+    assert not repeated, "the same seed on the GPU twice: " + "\n".join(repeated)
+
+    run, iteration = load_run(tmp_path / "cuda", device="cpu")
+    try:
+        result = evaluate_run(run, iteration=iteration)
+    finally:
+        run.close()
+    metric, stage = result.get("metric", "return"), result["stages"][-1]
+    key = f"eval/{metric}_stage_{stage['stage']}"
+    logged = [row for row in metrics["cuda"] if key in row][-1][key]
+    assert stage[metric]["mean"] == pytest.approx(logged, rel=1e-3, abs=1e-4), (key, logged, stage[metric])

@@ -395,3 +395,24 @@ def test_pearl_posterior_beats_prior_and_closes_half_the_gap_to_the_oracle():
     assert posterior > prior + 8.0, (prior, posterior)
     assert posterior - prior >= 0.50 * (oracle_return - prior), (prior, posterior, oracle_return)
     assert posterior - STAY_AT_ORIGIN >= 0.40 * (oracle_return - STAY_AT_ORIGIN), (posterior, oracle_return)
+
+
+def test_a_checkpoint_from_another_device_kind_loads_and_reseeds_the_update_stream(tmp_path):
+    """A GPU run's checkpoint holds its update generator's CUDA state (16 bytes of Philox, not
+    the CPU's 5056): loading it on a CPU used to fail ("Expected a CPUGeneratorImplState"), so a
+    run trained on a GPU could not be evaluated without one.  Now the stream is re-seeded from
+    the saved bytes: the run evaluates, and loading the same checkpoint twice draws the same."""
+    run_dir = run(tmp_path, "a", ["num_iterations=1", "device=cpu"])
+    path = run_dir / "checkpoints" / "iteration_000001.pt"
+    state = torch.load(path, weights_only=True)
+    state["agent"]["update_generator"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state
+    torch.save(state, path)
+    draws = []
+    for _ in range(2):
+        loaded, iteration = load_run(run_dir)
+        try:
+            draws.append(torch.rand(4, generator=loaded.agent.update_generator, device=loaded.agent.device))
+            assert evaluate_run(loaded, iteration=iteration)["stages"]
+        finally:
+            loaded.close()
+    assert torch.equal(draws[0], draws[1])
