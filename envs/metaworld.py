@@ -235,6 +235,42 @@ def _family_name(benchmark: str, env_name: str | None) -> str:
     return f"ML1-{env_name}" if benchmark == "ML1" else benchmark
 
 
+DEFAULT_IDLE_FRACTION = 4
+"""Idle objects a vector env keeps by default: one per this many sub-envs (see
+:func:`metaworld_vector_env`)."""
+
+
+def idle_objects_for(num_envs: int, idle_objects: int | None) -> int:
+    """The idle-object cap of a vector env of ``num_envs`` sub-envs (``env_options.idle_objects``,
+    checked; ``None``: a quarter of the sub-envs)."""
+    if idle_objects is None:
+        return num_envs // DEFAULT_IDLE_FRACTION
+    if isinstance(idle_objects, bool) or not isinstance(idle_objects, int) or idle_objects < 0:
+        raise MetaRLError(f"env_options.idle_objects must be an integer >= 0 (Meta-World objects kept "
+                          f"idle per vector env; unset: a quarter of its sub-envs); got {idle_objects!r}")
+    return idle_objects
+
+
+def metaworld_vector_env(make_env: Callable[..., Any], num_envs: int, *, seed: int = 0,
+                         idle_objects: int | None = None) -> GymVectorTaskEnv:
+    """A vector env of Meta-World sub-envs sharing one :class:`ClassEnvPool` (one per worker
+    under ``engine=processes``).
+
+    ``idle_objects`` (``env_options.idle_objects``): how many environment objects of classes no
+    sub-env uses now the pool keeps for later tasks (unset: a quarter of the sub-envs).  An
+    object is ~20 MB (its model's meshes) and takes 0.1-0.35 s to build.  ML1 needs none (train
+    and test goals share the class).  On ML45, where every meta-batch draws classes anew, the
+    pool reuses few objects whatever it keeps.  Simulated for MAML-TRPO's ML45 meta-batch (450
+    sub-envs on 2 workers, 40 iterations): one idle object per sub-env (the rule before this
+    option) held up to 800 objects (~16 GB) and still built 309 an iteration; a quarter, 552
+    (~11 GB) building 404 (~30 s more of builds an iteration, shared by the workers, beside ~13
+    min iterations on 2 cores); none, 450 (~9 GB) building 443.  ML10's 200 sub-envs: 360, 240
+    and 200 objects building 92, 155 and 180.  Raise it on a large machine, lower it on a small one.
+    """
+    pool = ClassEnvPool(max_idle=idle_objects_for(num_envs, idle_objects))
+    return GymVectorTaskEnv(partial(make_env, pool=pool), num_envs, max_episode_steps=HORIZON, seed=seed)
+
+
 def metaworld_family(
     benchmark: str, env_name: str | None = None, *, seed: int = BENCHMARK_SEED
 ) -> TaskFamily:
@@ -267,12 +303,7 @@ def metaworld_family(
         description=f"Meta-World v3 {benchmark} {env_name or ''}: the benchmark's own tasks, horizon 500",
         citation="Yu et al. (2019), Meta-World, sec. 4 (ML1/ML10/ML45); metaworld 3.x (v3 envs)",
         sample_tasks=sample_tasks,
-        make_vector_env=lambda num_envs, *, seed=0: GymVectorTaskEnv(
-            # one pool per vector env (per worker under engine=processes), idle objects at most
-            # as many as sub-envs: memory stays within twice the envs in use
-            partial(make_env, pool=ClassEnvPool(max_idle=num_envs)), num_envs,
-            max_episode_steps=HORIZON, seed=seed,
-        ),
+        make_vector_env=partial(metaworld_vector_env, make_env),
         max_episode_steps=HORIZON,
         num_train_tasks=num_train,
         num_test_tasks=num_test,

@@ -125,7 +125,7 @@ def test_sub_envs_share_class_objects_and_results_do_not_depend_on_which_one_ser
     for task in train:
         by_class.setdefault(task["env_name"], []).append(task)
     a, b, c = (by_class[name] for name in sorted(by_class)[:3])
-    env = family.make_vector_env(2, seed=0)
+    env = family.make_vector_env(2, seed=0, idle_objects=2)
     _record(env, [a[0], b[0]], seed=4, num_steps=5)
     # sub-env 1 now serves class a with the object sub-env 0 used (and a new goal); sub-env 0 class c
     history = _record(env, [c[1], a[2]], seed=7)
@@ -167,6 +167,36 @@ def test_ml1_sub_envs_keep_their_object_between_train_and_test_goals():
     for reused, new in zip(held_out, _record(fresh, test[:2], seed=5)):
         np.testing.assert_array_equal(reused, new)
     fresh.close()
+
+
+def test_idle_objects_option_caps_the_pool_and_bad_values_are_errors(tmp_path):
+    """``env_options.idle_objects``: the objects a vector env keeps idle (unset: a quarter of its
+    sub-envs; before, one per sub-env, which on ML45 doubled the memory for little reuse), passed
+    to the workers of the processes engine too; a bad value is an error naming the key."""
+    pytest.importorskip("metaworld")
+    from metarl.config import load_config
+    from metarl.envs.parallel import build_vector_env, check_env_options
+    from metarl.train import build_run
+
+    family = get_family("ML10")
+    check_env_options(family, {"idle_objects": 3})
+    for options, expected in (({}, 2), ({"idle_objects": 0}, 0), ({"idle_objects": 5}, 5)):
+        env = family.make_vector_env(8, seed=0, **options)
+        assert env.envs[0]._pool.max_idle == expected
+        env.close()
+    env = build_vector_env(family, 8, seed=0, engine="processes", num_workers=2, idle_objects=1)
+    try:
+        env.set_tasks(TaskSampler(family, seed=0).train_tasks[:8])
+        env.reset(seed=0)  # the workers built their envs with the option
+    finally:
+        env.close()
+    for bad in (-1, 1.5, True, "many"):
+        with pytest.raises(MetaRLError, match="idle_objects must be an integer >= 0"):
+            family.make_vector_env(2, seed=0, idle_objects=bad)
+    config = load_config(None, ["env=ML10", "agent=rl2", "env_options.idle_objects=-2",
+                                f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(MetaRLError, match="idle_objects"):
+        build_run(config).close()
 
 
 def test_step_after_set_task_without_reset_is_an_error():
