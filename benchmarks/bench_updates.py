@@ -105,10 +105,10 @@ def main() -> None:
             continue
         times = {device: seconds_per_update(overrides, device, args.iterations, max(1, cores - 1))
                  for device in devices}
-        ratio = f"{times['cpu'] / times['cuda']:.1f}x" if "cuda" in times else "-"
-        rows.append(f"| {name} | {times['cpu']:.2f} | "
-                    f"{times['cuda']:.2f} | {ratio} |" if "cuda" in times else
-                    f"| {name} | {times['cpu']:.2f} | - | - |")
+        gpu = times.get("cuda")
+        cells = [f"{times['cpu']:.2f}", "-", "-"] if gpu is None else \
+            [f"{times['cpu']:.2f}", f"{gpu:.2f}", f"{times['cpu'] / gpu:.1f}x"]
+        rows.append(f"| {name} | {' | '.join(cells)} |")
         print(rows[-1], flush=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CUDA not available)"
     header = (f"Date {date.today()}; machine {platform.machine()}, {cores} logical CPUs (CPU rows: "

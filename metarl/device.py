@@ -1,6 +1,6 @@
 """Where updates run: ``auto`` picks CUDA when present; rollouts always step on the CPU.
 
-On a GPU the same seed gives the same numbers, run after run, as on the CPU: choosing CUDA
+On a GPU, as on the CPU, the same seed gives the same numbers run after run: choosing CUDA
 switches PyTorch to its deterministic kernels (``torch.use_deterministic_algorithms``, cuDNN's
 deterministic convolutions and no autotuning, cuBLAS's fixed workspace), without which the
 convolutional few-shot learners' losses varied in the 6th digit between two runs on an H200.

@@ -4,6 +4,11 @@ import pytest
 import torch
 
 from conftest import TINY
+from test_baselines import TINY_BASELINE
+from test_pearl import TINY_PEARL
+from test_reptile import TINY_REPTILE
+from test_rl2 import RL2_TINY
+from test_supervised_cli import TINY_SINUSOID
 from metarl.config import load_config
 from metarl.logger import read_metrics
 from metarl.train import train
@@ -34,32 +39,12 @@ def test_device_auto_resolves_to_what_is_available():
             resolve_device("cuda")
 
 
-RL2_RUN = ["agent=rl2", "agent_options.meta_batch_size=4", "agent_options.trials_per_task=2",
-           "agent_options.hidden_size=16", "agent_options.head_sizes=[16]", "agent_options.num_epochs=2",
-           "agent_options.num_minibatches=2", "agent_options.truncation_length=50",
-           "agent_options.normalize_observations=true"]
-PEARL_RUN = [
-    "env=PointRobot-Dense", "agent=pearl", "agent_options.meta_batch_size=4",
-    "agent_options.num_tasks_sample=2", "agent_options.num_initial_steps=20",
-    "agent_options.num_steps_prior=20", "agent_options.num_steps_posterior=20",
-    "agent_options.num_extra_rl_steps_posterior=40", "agent_options.num_train_steps_per_itr=4",
-    "agent_options.batch_size=8", "agent_options.embedding_batch_size=6",
-    "agent_options.hidden_sizes=[16,16]", "agent_options.encoder_hidden_sizes=[16]",
-    "agent_options.latent_dim=3", "agent_options.buffer_capacity=500", "agent_options.auto_entropy=true",
-    "evaluation.num_stages=2", "evaluation.episodes_per_stage=2",
-]
-RUN = ["num_iterations=2", "checkpoint_interval=1", "evaluation.interval=2", "evaluation.num_tasks=4",
-       "evaluation.num_stages=1", "evaluation.episodes_per_stage=4", "progress=false"]
 GPU_RUNS = {
-    "rl2": [*RUN, *RL2_RUN],
-    "pearl": [*RUN, *PEARL_RUN],
-    "reptile": [*RUN, "agent=reptile", "agent_options.meta_batch_size=4", "agent_options.episodes_per_task=4",
-                "agent_options.num_inner_steps=2"],
-    "multitask_trpo": [*RUN, "agent=multitask_trpo", "agent_options.meta_batch_size=4",
-                       "agent_options.episodes_per_task=4"],
-    "maml_sinusoid": ["env=Sinusoid", "agent=maml", "num_iterations=4", "checkpoint_interval=2",
-                      "evaluation.interval=2", "evaluation.num_tasks=8", "evaluation.num_stages=2",
-                      "progress=false"],
+    "rl2": RL2_TINY,
+    "pearl": TINY_PEARL,
+    "reptile": TINY_REPTILE,
+    "multitask_trpo": [*TINY_BASELINE, "agent=multitask_trpo"],
+    "maml_sinusoid": [*TINY_SINUSOID, "agent=maml"],
     "protonet_glyphs": ["env=Glyphs", "agent=protonet", "num_iterations=4", "checkpoint_interval=2",
                         "evaluation.interval=2", "evaluation.num_tasks=8", "progress=false"],
 }
