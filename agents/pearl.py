@@ -683,7 +683,8 @@ class PEARL:
                                                     encoder=self._acting_encoder)
                 latents = mean + variance.sqrt() * noise
             actor = _LatentActor(self._acting_policy, latents, low=bounds[0], high=bounds[1],
-                                 generator=generator, deterministic=c.eval_deterministic or acts_with_mean(stage, mean_actions_from))
+                                 generator=generator,
+                                 deterministic=c.eval_deterministic or acts_with_mean(stage, mean_actions_from))
             trajectories = sampler.sample(tasks, actor, episodes_per_task=episodes_per_stage)
             yield trajectories
             context = context_features(
