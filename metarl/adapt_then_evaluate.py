@@ -12,6 +12,8 @@ overall rate is the mean of the class rates (every class has the same number of 
 also the mean over all tasks).  ``num_rounds`` rounds (10, ``metalearning_evaluation``'s
 ``num_evals``), each drawing the next goals of every class cyclically from its first
 ``goals_per_class`` test goals (40: the package's assumption of "40 goals per test task").
+A round's tasks are played by one ``adapt`` call, or in waves of at most ``tasks_per_call``
+(each task holds sub-envs of its own while it is played: the cap on evaluation's memory).
 
 The protocol drives each agent only through its own ``adapt`` (:class:`metarl.agent.MetaAgent`),
 so every agent gets the same episodes:
@@ -71,6 +73,9 @@ class ProtocolOptions:
     num_rounds: int = 10
     tasks_per_round: int = 20
     goals_per_class: int = 40
+    tasks_per_call: int = 0
+    """The most tasks one ``agent.adapt`` call plays (a round is split into waves of this many
+    tasks, in order); 0: the whole round in one call."""
     scored_actions: str = "mean"
     """How the scored episodes act: ``mean`` (the policy's mean action, no exploration noise, as
     the reference agents' ``eval_action`` in Meta-World+'s implementations) or ``sample``
@@ -85,8 +90,11 @@ class ProtocolOptions:
         if self.scored_actions not in SCORED_ACTIONS:
             raise MetaRLError(f"evaluation.scored_actions={self.scored_actions!r} is not known; accepted: "
                               f"{', '.join(SCORED_ACTIONS)}")
+        if self.tasks_per_call < 0:
+            raise MetaRLError(f"evaluation.tasks_per_call must be 0 (a round in one call) or a positive "
+                              f"number of tasks; got {self.tasks_per_call}")
         for name, value in asdict(self).items():
-            if isinstance(value, int) and value < 1:
+            if isinstance(value, int) and value < 1 and name != "tasks_per_call":
                 raise MetaRLError(f"evaluation.{name} must be at least 1 for the {NAME} protocol; got {value}")
 
 
@@ -189,17 +197,20 @@ def adapt_then_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task
     columns: dict[str, list[np.ndarray]] = defaultdict(list)
     for round_index in range(options.num_rounds):
         chosen = round_tasks(tasks, options, round_index)
-        N = len(chosen)
-        first, scored, keep = _scored(agent, chosen, sampler, options, generator)
-        first_keep = first.num_episodes // N
-        columns["return_before"].append(_per_task([first.episode_returns()], N, first_keep))
-        columns["length_before"].append(_per_task([first.episode_lengths().float()], N, first_keep))
-        columns["return"].append(_per_task([t.episode_returns() for t in scored], N, keep))
-        columns["length"].append(_per_task([t.episode_lengths().float() for t in scored], N, keep))
-        success_before, success = first.episode_success(), [t.episode_success() for t in scored]
-        if success_before is not None and all(s is not None for s in success):
-            columns["success_before"].append(_per_task([success_before], N, first_keep))
-            columns["success"].append(_per_task(success, N, keep))
+        wave = options.tasks_per_call or len(chosen)
+        for start in range(0, len(chosen), wave):
+            wave_tasks = chosen[start:start + wave]
+            N = len(wave_tasks)
+            first, scored, keep = _scored(agent, wave_tasks, sampler, options, generator)
+            first_keep = first.num_episodes // N
+            columns["return_before"].append(_per_task([first.episode_returns()], N, first_keep))
+            columns["length_before"].append(_per_task([first.episode_lengths().float()], N, first_keep))
+            columns["return"].append(_per_task([t.episode_returns() for t in scored], N, keep))
+            columns["length"].append(_per_task([t.episode_lengths().float() for t in scored], N, keep))
+            success_before, success = first.episode_success(), [t.episode_success() for t in scored]
+            if success_before is not None and all(s is not None for s in success):
+                columns["success_before"].append(_per_task([success_before], N, first_keep))
+                columns["success"].append(_per_task(success, N, keep))
         evaluated += chosen
 
     def joined(key: str) -> np.ndarray | None:

@@ -50,6 +50,13 @@ class EvaluationConfig:
     goals_per_class: int = 40
     """adapt_then_evaluate: each class's rounds cycle through its first this many test goals
     (``metalearning_evaluation`` assumes 40)."""
+    tasks_per_call: int = 0
+    """adapt_then_evaluate: the most tasks one ``adapt`` call plays at once; a round of more is
+    played in waves of this many (0: the whole round at once).  Every task of a call has sub-envs
+    of its own (MAML: one per adaptation episode), and a Meta-World sub-env's simulator takes
+    ~20 MB, so this caps evaluation's memory (a round of 50 goals x 10 MAML episodes: 500
+    sub-envs, ~10 GB).  Deterministic, but not the numbers of one call: the action noise is
+    drawn per call."""
     scored_actions: str = "mean"
     """adapt_then_evaluate: how the scored episodes act: ``mean`` (the policy's mean action, as
     Meta-World+'s reference agents' ``eval_action``) or ``sample`` (drawn, as while adapting)."""

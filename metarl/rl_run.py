@@ -180,7 +180,7 @@ def resolve_protocol(config: TrainConfig, family: TaskFamily) -> TrainConfig:
 
 _UNUSED_UNDER = {
     "stages": ("adaptation_episodes", "evaluation_episodes", "num_rounds", "tasks_per_round",
-               "goals_per_class", "train_class_rounds", "scored_actions"),
+               "goals_per_class", "train_class_rounds", "scored_actions", "tasks_per_call"),
     ADAPT_THEN_EVALUATE: ("num_tasks",),
 }
 """``evaluation`` keys each protocol does not read (a config that sets one gets an error, not

@@ -298,3 +298,55 @@ def test_a_run_written_before_scored_actions_keeps_its_sampled_scoring(tmp_path)
         loaded = load_config(path, run_config=True)
         assert loaded.evaluation.scored_actions == expected
         check_compatible(tree, to_dict(loaded))  # its checkpoints resume under it
+
+
+def test_a_round_is_played_in_waves_of_tasks_per_call_with_the_same_scores_for_a_memoryless_agent():
+    """``tasks_per_call`` caps the tasks of one ``adapt`` call (each holds sub-envs of its own):
+    a round of 4 is played as calls of 3 and 1, the tasks in the same order; an agent whose
+    episodes do not depend on the batch scores exactly as in one call."""
+    whole, waves = ScheduledAgent("gradient step"), ScheduledAgent("gradient step")
+    one = adapt_then_evaluate(whole, CountingSampler(), classes_of(3, 3), options=OPTIONS,
+                              generator=torch.Generator())
+    split = adapt_then_evaluate(waves, CountingSampler(), classes_of(3, 3),
+                                options=replace(OPTIONS, tasks_per_call=3), generator=torch.Generator())
+    assert [call[0] for call in whole.calls] == [4, 4]
+    assert [call[0] for call in waves.calls] == [3, 1, 3, 1]
+    assert split["tasks"] == one["tasks"] and split["protocol_options"]["tasks_per_call"] == 3
+    for stage in (0, 1):
+        for key in ("per_task_return", "per_task_success"):
+            np.testing.assert_array_equal(split["stages"][stage][key], one["stages"][stage][key])
+    with pytest.raises(MetaRLError, match="evaluation.tasks_per_call must be 0 .* or a positive number of tasks; got -1"):
+        adapt_then_evaluate(ScheduledAgent("episode"), CountingSampler(), classes_of(1, 1),
+                            options=replace(OPTIONS, tasks_per_call=-1), generator=torch.Generator())
+
+
+def test_waves_cap_the_sub_envs_a_real_agent_asks_for_and_stay_deterministic():
+    """MAML-TRPO on Navigation2D under the protocol: a round of 6 tasks x 4 adaptation
+    episodes asks the sampler for 24 sub-envs in one call, at most 2 x 4 with
+    ``tasks_per_call=2``; the same seed gives the same numbers."""
+    from metarl.rollout import Sampler
+
+    family = get_family("Navigation2D")
+
+    class RecordingSampler(Sampler):
+        def env(self, num_envs):
+            self.asked.append(num_envs)
+            return super().env(num_envs)
+
+    options = ProtocolOptions(adaptation_episodes=4, evaluation_episodes=2, num_rounds=1,
+                              tasks_per_round=6, goals_per_class=6)
+    tasks = family.sample_tasks(np.random.default_rng(0), 6)
+
+    def run(per_call):
+        agent = build_agent("maml_trpo", family, hidden_sizes=[8])
+        sampler = RecordingSampler(family, seed=3)
+        sampler.asked = []
+        result = adapt_then_evaluate(agent, sampler, tasks, options=replace(options, tasks_per_call=per_call),
+                                     generator=torch.Generator().manual_seed(1))
+        return result, sampler.asked
+
+    (one, asked_one), (split, asked_split) = run(0), run(2)
+    assert max(asked_one) == 24 and max(asked_split) == 8
+    again, _ = run(2)
+    np.testing.assert_array_equal(split["stages"][1]["per_task_return"], again["stages"][1]["per_task_return"])
+    assert split["num_tasks"] == one["num_tasks"] == 6
