@@ -1,7 +1,6 @@
 """RL² meta-learns on Meta-World (issue 12, item 4): on held-out goals of ML1 reach-v3 (the goal
 hidden from the observation), under Meta-World's protocol, it succeeds far more often than the
-untrained agent, and (not yet: an expected failure) than the multi-task baseline trained with
-the same environment steps.
+untrained agent and than the multi-task baseline trained with the same environment steps.
 
 Runs only with the ``metaworld`` extra (CI's second environment).  The learning test is slow
 (``python -m pytest -m slow tests/test_learning_metaworld.py``); the determinism check is not.
@@ -30,18 +29,21 @@ ENGINE = ["env_options.engine=processes", "env_options.num_workers=2"]
 EVALUATION = ["evaluation.interval=0", "evaluation.protocol=adapt_then_evaluate", "evaluation.num_rounds=1",
               "evaluation.tasks_per_round=40", "evaluation.scored_actions=sample"]
 
-RL2_PER_ITERATION = 10 * 2 * 2 * 500
-"""Env steps of an RL² iteration: 10 goals x 2 trials x 2 episodes x 500 steps."""
+RL2_PER_ITERATION = 50 * 1 * 2 * 500
+"""Env steps of an RL² iteration: 50 goals x 1 trial x 2 episodes x 500 steps."""
 RL2 = [
     "env=ML1-reach-v3", "agent=rl2", "torch_threads=1", *ENGINE, *EVALUATION,
     # rl2_ml1_reach's set-up (Meta-World+'s JAX reference) cut to what fits CI: a 64-unit GRU
-    # instead of 256 (the update's cost), trials of 2 episodes instead of 10, Adam 1e-3.
-    "agent_options.meta_batch_size=10", "agent_options.trials_per_task=2",
+    # instead of 256 (the update's cost), trials of 2 episodes instead of 10; all 50 training
+    # goals an iteration instead of 10, initial std 0.5, Adam 3e-3: the combination (at 1M
+    # steps neither 50 goals with std 1.0 and Adam 1e-3, nor 10 goals with std 0.5 and Adam
+    # 3e-3 separated from the multi-task baseline; benchmarks/RESULTS.md).
+    "agent_options.meta_batch_size=50", "agent_options.trials_per_task=1",
     "agent_options.episodes_per_trial=2", "agent_options.hidden_size=64",
-    "agent_options.head_sizes=[64]", "agent_options.init_std=1.0",
-    "agent_options.learning_rate=0.001", "agent_options.reward_scale=0.01",
+    "agent_options.head_sizes=[64]", "agent_options.init_std=0.5",
+    "agent_options.learning_rate=0.003", "agent_options.reward_scale=0.01",
     "agent_options.entropy_coef=0.005", "agent_options.normalize_observations=true",
-    "agent_options.num_minibatches=4", "agent_options.num_epochs=10",
+    "agent_options.num_minibatches=5", "agent_options.num_epochs=10",
     "agent_options.truncation_length=250",
 ]
 MULTITASK_PER_ITERATION = 10 * 2 * 500
@@ -52,8 +54,8 @@ MULTITASK = [
     "agent_options.hidden_sizes=[64,64]", "agent_options.activation=tanh",
     "agent_options.gae_lambda=0.95",
 ]
-ENV_STEPS = 500_000
-"""Training steps of each agent: what fits the CI machine (2 cores) in about 10 minutes."""
+ENV_STEPS = 1_000_000
+"""Training steps of each agent: the issue's 1M (RL²: ~6 min on the CI machine's 2 cores)."""
 
 
 def _success(result: dict) -> float:
@@ -71,15 +73,12 @@ def _final_evaluation(run_dir: Path) -> tuple[int, float]:
 
 @pytest.mark.slow
 def test_rl2_on_held_out_reach_goals_against_untrained_and_multitask(tmp_path):
-    """RL² and multi-task TRPO, 500k env steps each, seed 0, the first 40 held-out goals under
-    Meta-World's protocol.  Measured on the 2-core machine (2026-12-04, 12.5 min): RL² 0.317,
-    untrained 0.008, multitask 0.450 (benchmarks/RESULTS.md, "Meta-World").  RL² clearly beats the untrained
-    agent; it does not beat the multi-task baseline at this budget: a goal-blind policy whose
-    noise sweeps the goal box succeeds on reach-v3 ("success at any step"), so that comparison
-    is an expected failure until RL² wins it (then this test passes).  Nor does it at the
-    reference's full budget: rl2_ml1_reach (GRU 256, 10-episode trials) at 2M env steps scores
-    0.233 [0.127, 0.347] against multi-task TRPO's 0.18 [0.08, 0.28] at 2M (50 goals, mean-scored;
-    RESULTS.md, "RL² with the shipped config on ML1 reach-v3 to 2M")."""
+    """RL² and multi-task TRPO, 1M env steps each, seed 0, the first 40 held-out goals under
+    Meta-World's protocol.  Measured on the 2-core machine (2026-12-04, 12 min alone): RL² 0.675
+    (its first adaptation episode: 0.425), untrained 0.000, multitask 0.367 (benchmarks/RESULTS.md,
+    "RL² above the multi-task baseline").  The recipe matters (RL² above): the reference's own
+    set-up (rl2_ml1_reach, 10 goals an iteration) did not separate from the goal-blind baseline
+    even at its full 2M steps."""
     rl2_config = load_config(None, [*RL2, f"num_iterations={ENV_STEPS // RL2_PER_ITERATION}",
                                     f"run_dir={tmp_path / 'rl2'}", "progress=false"])
     untrained = build_run(rl2_config)
@@ -107,9 +106,7 @@ def test_rl2_on_held_out_reach_goals_against_untrained_and_multitask(tmp_path):
                f"multitask {multitask_success:.3f}")
     print(summary)
     assert rl2_success >= untrained_success + 0.15, summary
-    if rl2_success < multitask_success + 0.15:
-        pytest.xfail(f"issue 12 item 4 not met at {ENV_STEPS // 1000}k steps: RL² not clearly above the "
-                     f"multi-task baseline ({summary})")
+    assert rl2_success >= multitask_success + 0.15, summary
 
 
 def test_same_seed_same_numbers_on_worker_processes(tmp_path):
