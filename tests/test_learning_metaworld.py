@@ -129,3 +129,14 @@ def test_same_seed_same_numbers_on_worker_processes(tmp_path):
     assert runs[0] == runs[1]
     assert any("eval/success_rate_stage_1" in row for row in runs[0])
     assert any("eval/success_rate/reach-v3" in row for row in runs[0])  # per class
+
+
+def test_the_shipped_all_goals_config_trains_as_this_test_does():
+    """configs/rl2_ml1_reach_all_goals.yaml ships this test's RL² training set-up: the same
+    agent options, engine and torch threads (only its evaluation and length differ)."""
+    shipped = load_config("rl2_ml1_reach_all_goals")
+    tested = load_config(None, RL2)
+    assert shipped.agent_options == tested.agent_options
+    assert (shipped.env, shipped.agent, shipped.env_options, shipped.torch_threads, shipped.seed) == (
+        tested.env, tested.agent, tested.env_options, tested.torch_threads, tested.seed)
+    assert shipped.num_iterations * RL2_PER_ITERATION == ENV_STEPS
