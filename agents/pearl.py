@@ -682,9 +682,9 @@ class PEARL:
                     mean, variance = self.posterior(torch.cat(contexts, 1), torch.cat(masks, 1),
                                                     encoder=self._acting_encoder)
                 latents = mean + variance.sqrt() * noise
+            deterministic = c.eval_deterministic or acts_with_mean(stage, mean_actions_from)
             actor = _LatentActor(self._acting_policy, latents, low=bounds[0], high=bounds[1],
-                                 generator=generator,
-                                 deterministic=c.eval_deterministic or acts_with_mean(stage, mean_actions_from))
+                                 generator=generator, deterministic=deterministic)
             trajectories = sampler.sample(tasks, actor, episodes_per_task=episodes_per_stage)
             yield trajectories
             context = context_features(

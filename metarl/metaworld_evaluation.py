@@ -9,9 +9,10 @@ for the evaluation episodes) on Meta-World's vector env; our agents are driven b
 :class:`MetaWorldAgent` joins the two: per sub-env, one thread runs the agent's ``adapt`` for
 that sub-env's task with the same schedule as :func:`~metarl.adapt_then_evaluate.adaptation_schedule`
 (the same stages, the same ones acting with the mean), against a sampler that hands each stage's
-actor to the step loop and gets the stage's episodes back.  A stage of ``E`` episodes (MAML's adaptation batch) is played as ``E`` consecutive
-episodes in the one sub-env, each through row ``e`` of the actor's batch of ``E``.  Only one
-thread runs at a time (each waits for the other), so nothing is computed concurrently.
+actor to the step loop and gets the stage's episodes back.  A stage of ``E`` episodes (MAML's
+adaptation batch) is played as ``E`` consecutive episodes in the one sub-env, each through row
+``e`` of the actor's batch of ``E``.  Only one thread runs at a time (each waits for the other),
+so nothing is computed concurrently.
 
 Meta-World's evaluation phase tells an agent nothing but ``reset(dones)``: no rewards, no
 success flags.  :meth:`MetaWorldAgent.watch` wraps the vector env so that every step's

@@ -329,6 +329,10 @@ def test_waves_cap_the_sub_envs_a_real_agent_asks_for_and_stay_deterministic():
     family = get_family("Navigation2D")
 
     class RecordingSampler(Sampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.asked = []
+
         def env(self, num_envs):
             self.asked.append(num_envs)
             return super().env(num_envs)
@@ -340,7 +344,6 @@ def test_waves_cap_the_sub_envs_a_real_agent_asks_for_and_stay_deterministic():
     def run(per_call):
         agent = build_agent("maml_trpo", family, hidden_sizes=[8])
         sampler = RecordingSampler(family, seed=3)
-        sampler.asked = []
         result = adapt_then_evaluate(agent, sampler, tasks, options=replace(options, tasks_per_call=per_call),
                                      generator=torch.Generator().manual_seed(1))
         return result, sampler.asked
